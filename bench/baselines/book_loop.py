@@ -1,0 +1,101 @@
+"""The book's MNIST GAN training loop, written the way *Make Your First GAN With PyTorch* writes it (notebook 08).
+
+A faithful baseline, not ganlab code: each network owns its loss and optimiser and a `train()` that does one
+optimiser step for one sample; the loop walks a pandas-backed Dataset item by item, steps D on the real image,
+then on a detached fake, then steps G through D, drawing a fresh seed for each call.
+
+Used by bench/train_cpu.py (speed) and by tests/test_engine.py (ganlab's batch-1 schedule must give the same
+weights as this loop).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas
+import torch
+from torch import nn
+
+
+class MnistDataset(torch.utils.data.Dataset):
+    """The book's dataset: a DataFrame, one row per image, label first; pixels scaled to [0, 1] per item."""
+
+    def __init__(self, frame: pandas.DataFrame):
+        self.data_df = frame
+
+    def __len__(self) -> int:
+        return len(self.data_df)
+
+    def __getitem__(self, index: int):
+        label = self.data_df.iloc[index, 0]
+        target = torch.zeros((10))
+        target[label] = 1.0
+        image_values = torch.FloatTensor(self.data_df.iloc[index, 1:].values) / 255.0
+        return label, image_values, target
+
+
+class Discriminator(nn.Module):
+    def __init__(self, lr: float = 0.0001):
+        super().__init__()
+        self.model = nn.Sequential(nn.Linear(784, 200), nn.LeakyReLU(0.02), nn.LayerNorm(200),
+                                   nn.Linear(200, 1), nn.Sigmoid())
+        self.loss_function = nn.BCELoss()
+        self.optimiser = torch.optim.Adam(self.parameters(), lr=lr)
+        self.counter = 0
+        self.progress = []
+
+    def forward(self, inputs):
+        return self.model(inputs)
+
+    def train(self, inputs, targets):  # noqa: the book shadows nn.Module.train
+        outputs = self.forward(inputs)
+        loss = self.loss_function(outputs, targets)
+        self.counter += 1
+        if self.counter % 10 == 0:
+            self.progress.append(loss.item())
+        self.optimiser.zero_grad()
+        loss.backward()
+        self.optimiser.step()
+
+
+class Generator(nn.Module):
+    def __init__(self, lr: float = 0.0001):
+        super().__init__()
+        self.model = nn.Sequential(nn.Linear(100, 200), nn.LeakyReLU(0.02), nn.LayerNorm(200),
+                                   nn.Linear(200, 784), nn.Sigmoid())
+        self.optimiser = torch.optim.Adam(self.parameters(), lr=lr)
+        self.counter = 0
+        self.progress = []
+
+    def forward(self, inputs):
+        return self.model(inputs)
+
+    def train(self, D, inputs, targets):  # noqa: the book shadows nn.Module.train
+        g_output = self.forward(inputs)
+        d_output = D.forward(g_output)
+        loss = D.loss_function(d_output, targets)
+        self.counter += 1
+        if self.counter % 10 == 0:
+            self.progress.append(loss.item())
+        self.optimiser.zero_grad()
+        loss.backward()
+        self.optimiser.step()
+
+
+def generate_random_seed(size: int) -> torch.Tensor:
+    return torch.randn(size)
+
+
+def train_gan(D: Discriminator, G: Generator, dataset: MnistDataset, epochs: int = 1, limit: int | None = None,
+              seed_fn: Callable[[int], torch.Tensor] = generate_random_seed) -> int:
+    """The book's loop. Returns the number of images seen."""
+    seen = 0
+    for _ in range(epochs):
+        for label, image_data_tensor, target_tensor in dataset:
+            if limit is not None and seen >= limit:
+                return seen
+            D.train(image_data_tensor, torch.FloatTensor([1.0]))
+            D.train(G.forward(seed_fn(100)).detach(), torch.FloatTensor([0.0]))
+            G.train(D, seed_fn(100), torch.FloatTensor([1.0]))
+            seen += 1
+    return seen

@@ -1,0 +1,315 @@
+"""Typed configuration: params.yaml is parsed here, once, and nowhere else.
+
+Every section is a pydantic model with `extra="forbid"`, so a misspelt key is an error, and every value is checked
+against what is allowed. `ConfigError` carries one line per problem, naming the key, the value and what is allowed.
+
+A variant's configuration is `variants.<name>` with the global `model:` and `train:` overrides laid over it
+(every non-null override wins), so `dvc exp run -S model.loss=bce` changes every variant at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+URL_SCHEMES = ("http", "https")
+CELEBA_HEIGHT, CELEBA_WIDTH = 218, 178  # img_align_celeba frames are 178 wide x 218 high
+
+
+class ConfigError(ValueError):
+    """params.yaml is wrong; the message says where, what and what is allowed."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_url(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return value
+    scheme = urlparse(value).scheme
+    if scheme not in URL_SCHEMES:
+        raise ValueError(f"URL scheme {scheme!r} is not supported; use one of {', '.join(URL_SCHEMES)}")
+    return value
+
+
+Url = Annotated[str, Field(min_length=1), AfterValidator(_check_url)]
+
+
+# --------------------------------------------------------------------------------------------------- data stages
+class DownloadCfg(Strict):
+    connect_timeout: PosFloat = 10.0
+    read_timeout: PosFloat = 60.0
+    retries: NonNegInt = 5  # extra attempts after the first, on connection errors and 5xx
+    backoff: NonNegFloat = 1.0  # seconds; doubled after every failed attempt
+    chunk_bytes: PosInt = 1 << 20
+
+
+class MnistDataCfg(Strict):
+    train_url: Url
+    test_url: Url
+    train_sha256: Optional[str] = None
+    test_sha256: Optional[str] = None
+    train_rows: PosInt = 60_000
+    test_rows: PosInt = 10_000
+    idx_mirror: Url
+    idx_md5: dict[str, str]  # file name -> md5, as torchvision lists them
+
+    @field_validator("idx_md5")
+    @classmethod
+    def _four_idx_files(cls, v: dict[str, str]) -> dict[str, str]:
+        need = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
+        if set(v) != need:
+            raise ValueError(f"must name exactly the four IDX files {sorted(need)}, got {sorted(v)}")
+        return v
+
+
+class CelebaDataCfg(Strict):
+    url: Optional[Url] = None  # when null, Google Drive file `gdrive_id`
+    gdrive_id: str = "0B7EVK8r0v71pZjFTYXZWM3FlRnM"
+    md5: Optional[str] = "00d2c5bc6d35e252742224ab0c1e8fcb"
+    size: Optional[PosInt] = 1_443_490_838
+    n_images: PosInt = 20_000
+    crop: Optional[PosInt] = 128  # centre crop; null keeps the full 218x178 frame
+    skip_corrupt: bool = False
+    workers: Optional[PosInt] = None  # JPEG decoding processes; null = all cores
+    compression: Literal["none", "lzf", "gzip"] = "none"
+    compression_level: Annotated[int, Field(ge=0, le=9)] = 4  # gzip only
+
+    @field_validator("crop")
+    @classmethod
+    def _crop_fits(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v > min(CELEBA_HEIGHT, CELEBA_WIDTH):
+            raise ValueError(f"a {v}x{v} crop is larger than the {CELEBA_WIDTH}x{CELEBA_HEIGHT} CelebA image; "
+                             f"use at most {min(CELEBA_HEIGHT, CELEBA_WIDTH)}, or null for the full frame")
+        return v
+
+
+class ToyDataCfg(Strict):
+    seed: NonNegInt = 0
+    pattern_1010_size: PosInt = 1000
+    gaussian_2d_size: PosInt = 1000
+
+
+class DataCfg(Strict):
+    mnist: MnistDataCfg
+    celeba: CelebaDataCfg
+    toy: ToyDataCfg = ToyDataCfg()
+    download: DownloadCfg = DownloadCfg()
+
+
+# --------------------------------------------------------------------------------------------------- variants
+Act = Literal["sigmoid", "relu", "lrelu", "tanh", "gelu"]
+Norm = Literal["none", "layernorm", "batchnorm"]
+LOSSES = ("bce", "mse", "lsgan", "wgan_gp", "hinge")
+
+
+class VariantData(Strict):
+    dataset: Literal["pattern_1010", "gaussian_2d", "mnist", "celeba", "celeba_full"]
+    split: Literal["train", "test", "all"] = "train"  # mnist: which images; `all` = train then test
+    limit: Optional[PosInt] = None  # keep only the first `limit` images (CS231n trains on the first 50,000)
+    image_size: Optional[PosInt] = None  # resize images to this square size
+    scale: Literal["unit", "symmetric", "standardize"] = "unit"  # [0,1], [-1,1], or (x/255 - mean) / std
+    mean: float = 0.0
+    std: PosFloat = 1.0
+
+
+class ModelCommon(Strict):
+    loss: Literal[LOSSES] = "bce"  # type: ignore[valid-type]
+    latent: Literal["const", "rand", "randn", "uniform"] = "randn"  # const = 0.5 (the book's 1010 GAN)
+    nz: PosInt = 100
+    n_classes: NonNegInt = 0  # > 0: conditional on a one-hot label
+    init: Literal["default", "xavier", "dcgan", "normal"] = "default"
+    gp_lambda: NonNegFloat = 10.0  # wgan_gp only
+
+
+class MlpModel(ModelCommon):
+    """Fully connected G and D: Linear, act, norm per hidden layer (the order all the sources use)."""
+
+    arch: Literal["mlp"]
+    g_hidden: list[PosInt]
+    d_hidden: list[PosInt]
+    g_act: Act = "lrelu"
+    d_act: Act = "lrelu"
+    g_slope: NonNegFloat = 0.2  # LeakyReLU negative slope
+    d_slope: NonNegFloat = 0.2
+    g_norm: Norm = "none"
+    d_norm: Norm = "none"
+    g_out: Literal["sigmoid", "tanh", "none"] = "sigmoid"
+
+
+class ConvModel(ModelCommon):
+    """A convolutional family whose layer list is fixed by its source (see ganlab.models)."""
+
+    arch: Literal["cs231n_dcgan", "dcgan64", "blog_conv", "book_cnn"]
+    act: Literal["default", "gelu"] = "default"  # book_cnn: `gelu` replaces every LeakyReLU (notebook 15)
+    ngf: PosInt = 64  # dcgan64 widths
+    ndf: PosInt = 64
+    d_norm: Literal["batchnorm", "none"] = "batchnorm"  # dcgan64 critic: `none` for WGAN-GP
+
+    @model_validator(mode="after")
+    def _unconditional(self) -> "ConvModel":
+        if self.n_classes:
+            raise ValueError(f"n_classes={self.n_classes}: conditioning is implemented for arch 'mlp' only; "
+                             f"set n_classes to 0")
+        return self
+
+
+ModelCfg = Annotated[Union[MlpModel, ConvModel], Field(discriminator="arch")]
+
+
+class TrainCfg(Strict):
+    epochs: PosInt = 1
+    batch_size: PosInt = 1
+    max_steps: Optional[PosInt] = None  # cap on steps (real batches consumed); the tests use it
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr_g: PosFloat = 1e-4
+    lr_d: PosFloat = 1e-4
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    n_critic: PosInt = 1  # D updates (each on a fresh real batch) per G update
+    d_update: Literal["joint", "split"] = "joint"  # split: the book's two D steps, real then fake
+    g_noise: Literal["fresh", "reuse"] = "fresh"  # reuse: G steps on the D step's fake batch (DCGAN tutorial)
+    shuffle: bool = True
+    drop_last: bool = True
+    seed: NonNegInt = 0
+    device: str = "auto"
+    log_every: PosInt = 10
+    checkpoint_every: PosInt = 1000
+    grid_size: PosInt = 64  # samples in the fixed-noise grid
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda", "mps") and not (v.startswith("cuda:") and v[5:].isdigit()):
+            raise ValueError(f"device {v!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        return v
+
+
+class Variant(Strict):
+    source: Literal["book", "cs231n", "dcgan", "blog", "d2l", "wgan_gp"]
+    data: VariantData
+    model: ModelCfg
+    train: TrainCfg
+
+    @model_validator(mode="after")
+    def _fits(self) -> "Variant":
+        if self.model.n_classes and self.data.dataset != "mnist":
+            raise ValueError(f"n_classes={self.model.n_classes}: only the mnist dataset has labels")
+        if self.data.dataset in ("pattern_1010", "gaussian_2d") and (
+                self.data.scale != "unit" or self.data.image_size is not None):
+            raise ValueError(f"{self.data.dataset} is a set of vectors: leave data.scale at 'unit' and "
+                             f"data.image_size null")
+        if self.model.latent == "const" and self.model.nz != 1:
+            raise ValueError("latent 'const' feeds the single value 0.5; set nz to 1")
+        return self
+
+
+# Global overrides: the keys that make sense for every variant, all null by default.
+class ModelOverrides(Strict):
+    loss: Optional[Literal[LOSSES]] = None  # type: ignore[valid-type]
+    latent: Optional[Literal["const", "rand", "randn", "uniform"]] = None
+    nz: Optional[PosInt] = None
+    init: Optional[Literal["default", "xavier", "dcgan", "normal"]] = None
+    gp_lambda: Optional[NonNegFloat] = None
+
+
+class TrainOverrides(Strict):
+    epochs: Optional[PosInt] = None
+    batch_size: Optional[PosInt] = None
+    max_steps: Optional[PosInt] = None
+    optimizer: Optional[Literal["sgd", "adam"]] = None
+    lr_g: Optional[PosFloat] = None
+    lr_d: Optional[PosFloat] = None
+    betas: Optional[tuple[float, float]] = None
+    n_critic: Optional[PosInt] = None
+    d_update: Optional[Literal["joint", "split"]] = None
+    g_noise: Optional[Literal["fresh", "reuse"]] = None
+    shuffle: Optional[bool] = None
+    drop_last: Optional[bool] = None
+    seed: Optional[NonNegInt] = None
+    device: Optional[str] = None
+    log_every: Optional[PosInt] = None
+    checkpoint_every: Optional[PosInt] = None
+    grid_size: Optional[PosInt] = None
+
+
+class Params(Strict):
+    data: DataCfg
+    model: ModelOverrides = ModelOverrides()
+    train: TrainOverrides = TrainOverrides()
+    variants: dict[str, dict[str, Any]]  # validated one by one, after the overrides, by `variant()`
+
+    def variant(self, name: str) -> Variant:
+        """The resolved configuration of one variant: its own section with the global overrides laid over it."""
+        if name not in self.variants:
+            raise ConfigError(f"params.yaml: variants.{name}: no such variant; "
+                              f"defined are {', '.join(sorted(self.variants))}")
+        raw = {k: dict(v) if isinstance(v, dict) else v for k, v in self.variants[name].items()}
+        for section, overrides in (("model", self.model), ("train", self.train)):
+            set_here = overrides.model_dump(exclude_none=True)
+            if set_here:
+                raw[section] = {**(raw.get(section) or {}), **set_here}
+        return _validate(Variant, raw, prefix=f"variants.{name}")
+
+
+def _fmt_errors(err: ValidationError, prefix: str) -> str:
+    lines = []
+    for e in err.errors():
+        # Drop pydantic's union-tag entries ("mlp", "function-after[...]") from the location.
+        loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and (p in ("mlp",) or "[" in p))]
+        key = ".".join(([prefix] if prefix else []) + loc)
+        value = e.get("input")
+        shown = "(missing)" if e["type"] == "missing" else repr(value)
+        if isinstance(value, dict):
+            shown = "{...}"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        lines.append(f"params.yaml: {key} = {shown}: {msg}")
+    return "\n".join(lines)
+
+
+def _validate(cls: type[BaseModel], raw: Any, prefix: str = "") -> Any:
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_fmt_errors(err, prefix)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Parse and check params.yaml, and every variant in it, so any mistake shows before work starts."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run from the repository root or pass --params") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    params = _validate(Params, raw)
+    for name in params.variants:
+        params.variant(name)  # fail on any variant's mistake, not only the one being run
+    return params
+
+
+def flatten(cfg: BaseModel | dict, prefix: str = "") -> dict[str, Any]:
+    """{'model': {'loss': 'bce'}} -> {'model.loss': 'bce'}: for logging resolved params."""
+    d = cfg.model_dump() if isinstance(cfg, BaseModel) else cfg
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,395 @@
+"""The training engine: one model-agnostic GAN step and the loop around it.
+
+Every variant runs through `fit`. They differ only by config: the loss pair, how D is updated (`joint`: one step
+on real + fake terms, as CS231n and the DCGAN tutorial; `split`: the book's two steps, real then fake), `n_critic`,
+whether G steps on a fresh latent batch or on the D step's fake batch (`g_noise`), and the optimisers.
+
+A "step" consumes one real batch and updates D once; G is updated after every `n_critic` steps.
+All randomness of the loop (permutations, latents, labels, penalty interpolates) comes from one torch.Generator
+on the training device, saved in each checkpoint, so a killed run resumes to bitwise the same weights on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ganlab.config import ConfigError, Variant
+from ganlab.data.load import Dataset, load_dataset
+from ganlab.images import make_grid, save_png
+from ganlab.losses import Loss, get_loss, gradient_penalty
+from ganlab.models import build_models
+
+LOG_COLUMNS = ("step", "epoch", "d_loss", "d_real", "d_fake", "d_gp", "g_loss", "d_x", "d_gz")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass
+class RunPaths:
+    data_dir: Path  # where <dataset>.h5 lives
+    models: Path  # generator.pt, discriminator.pt
+    metrics: Path  # train.json
+    plots: Path  # losses.csv
+    samples: Path  # fixed-noise grid per epoch
+    checkpoints: Path  # last.pt (persists across DVC runs so a killed run resumes)
+
+    @classmethod
+    def for_variant(cls, name: str, root: Path = Path("."), data_dir: Path = Path("data/processed")) -> "RunPaths":
+        return cls(data_dir, root / "models" / name, root / "metrics" / name, root / "plots" / name,
+                   root / "samples" / name / "progress", root / "checkpoints" / name)
+
+
+class Tracker:
+    """What the loop tells the outside world; the default does nothing. (MLflow plugs in here.)"""
+
+    def start(self, cfg: Variant, resumed_run_id: Optional[str]) -> Optional[str]:
+        return None
+
+    def log_rows(self, rows: list[dict[str, float]]) -> None: ...
+
+    def log_grid(self, epoch: int, grid: np.ndarray) -> None: ...
+
+    def end(self, metrics: dict[str, Any], status: str) -> None: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but CUDA is not available here; use 'auto' or 'cpu'")
+    return device
+
+
+# --------------------------------------------------------------------------------------------------- the step
+@dataclass
+class GAN:
+    G: nn.Module
+    D: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    loss: Loss
+    cfg: Variant
+    rng: torch.Generator
+
+    def latent(self, n: int) -> tuple[Tensor, Optional[Tensor]]:
+        """A latent batch (n, nz) from the variant's seed distribution, and random labels when conditional."""
+        m, dev = self.cfg.model, self.rng.device
+        shape = (n, m.nz)
+        z = {"const": lambda: torch.full(shape, 0.5, device=dev),
+             "rand": lambda: torch.rand(shape, device=dev, generator=self.rng),
+             "randn": lambda: torch.randn(shape, device=dev, generator=self.rng),
+             "uniform": lambda: torch.rand(shape, device=dev, generator=self.rng) * 2 - 1}[m.latent]()
+        y = torch.randint(0, m.n_classes, (n,), device=dev, generator=self.rng) if m.n_classes else None
+        return z, y
+
+
+def _step(opt: torch.optim.Optimizer, loss: Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def d_update(gan: GAN, real: Tensor, y: Optional[Tensor]) -> tuple[dict[str, Tensor], Tensor, Optional[Tensor]]:
+    """Update D on real (target "real") and `fake.detach()` (target "fake").
+    Returns the detached loss parts, D(x), D(G(z)), and the fake batch with its labels for `g_noise: reuse`."""
+    G, D, L = gan.G, gan.D, gan.loss
+    split = gan.cfg.train.d_update == "split"
+    s_real = D(real, y)
+    d_real = L.d_real(s_real)
+    if split:  # the book: D.train(real, 1) is its own optimiser step ...
+        _step(gan.opt_d, d_real)
+    z, y_fake = gan.latent(real.shape[0])
+    fake = G(z, y_fake)  # (B, ...) keeps its graph to G for `reuse`
+    s_fake = D(fake.detach(), y_fake)
+    d_fake = L.d_fake(s_fake)
+    gp = (gan.cfg.model.gp_lambda * gradient_penalty(D, real, fake.detach(), y, gan.rng)
+          if L.penalty else torch.zeros((), device=real.device))
+    # ... and D.train(G(seed).detach(), 0) another; joint: one step on the sum (CS231n, DCGAN tutorial).
+    _step(gan.opt_d, d_fake + gp if split else d_real + d_fake + gp)
+    parts = {"d_real": d_real, "d_fake": d_fake, "d_gp": gp, "d_loss": d_real + d_fake + gp,
+             "d_x": L.link(s_real).mean(), "d_gz": L.link(s_fake).mean()}
+    return {k: v.detach() for k, v in parts.items()}, fake, y_fake
+
+
+def g_update(gan: GAN, n: int, fake: Tensor, y_fake: Optional[Tensor]) -> dict[str, Tensor]:
+    """Update G through D with target "real": on a fresh latent batch (the book, CS231n), or on the D step's fake
+    batch (`reuse`, the DCGAN tutorial)."""
+    if gan.cfg.train.g_noise == "fresh":
+        z, y_fake = gan.latent(n)
+        fake = gan.G(z, y_fake)
+    gan.D.requires_grad_(False)  # D's gradients from this step would be discarded anyway
+    g_loss = gan.loss.g(gan.D(fake, y_fake))
+    _step(gan.opt_g, g_loss)
+    gan.D.requires_grad_(True)
+    return {"g_loss": g_loss.detach()}
+
+
+# --------------------------------------------------------------------------------------------------- set-up
+def make_optimizer(params: Any, cfg: Variant, lr: float) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, betas=t.betas)
+
+
+def build_gan(cfg: Variant, data_shape: tuple[int, ...], device: torch.device) -> GAN:
+    torch.manual_seed(cfg.train.seed)  # initialisation comes from the global RNG, on the CPU, on every device
+    G, D = build_models(cfg.model, data_shape)
+    G, D = G.to(device), D.to(device)
+    rng = torch.Generator(device).manual_seed(cfg.train.seed)
+    return GAN(G, D, make_optimizer(G.parameters(), cfg, cfg.train.lr_g),
+               make_optimizer(D.parameters(), cfg, cfg.train.lr_d), get_loss(cfg.model.loss), cfg, rng)
+
+
+def fixed_latent(gan: GAN) -> tuple[Tensor, Optional[Tensor]]:
+    """The grid's latent batch: the same for every epoch (and every run with this seed), drawn from its own RNG."""
+    m, n = gan.cfg.model, gan.cfg.train.grid_size
+    keep = gan.rng
+    gan.rng = torch.Generator(keep.device).manual_seed(gan.cfg.train.seed + 1)
+    z, _ = gan.latent(n)
+    gan.rng = keep
+    y = torch.arange(n, device=z.device) % m.n_classes if m.n_classes else None  # conditional: digits in order
+    return z, y
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z: Tensor, y: Optional[Tensor]) -> Tensor:
+    """G's samples in train mode, as the sources draw them (batch statistics in BatchNorm), without touching its
+    running statistics: momentum 0 keeps them as they are."""
+    bns = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        return G(z, y)
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+
+
+def picture(data: Dataset, samples: Tensor) -> np.ndarray:
+    """Samples as a uint8 picture: an image grid, or for vectors one row per sample (values in [0,1] stretched)."""
+    if samples.dim() == 4:
+        return make_grid(data.unscale(samples))
+    v = samples.detach().float().cpu()
+    lo, hi = v.min(), v.max()
+    return ((v - lo) / (hi - lo + 1e-12) * 255).round().to(torch.uint8).numpy()
+
+
+# --------------------------------------------------------------------------------------------------- state
+@dataclass
+class Progress:
+    """Everything besides the models and optimisers that a resumed run needs."""
+
+    step: int = 0
+    epoch: int = 0
+    perm: Optional[Tensor] = None  # this epoch's order
+    rows: list[dict[str, float]] = field(default_factory=list)
+    grids: dict[int, np.ndarray] = field(default_factory=dict)
+    samples: dict[int, list[list[float]]] = field(default_factory=dict)  # vector data: the fixed-noise samples
+    wall_s: float = 0.0
+    run_id: Optional[str] = None
+    complete: bool = False
+
+
+def save_checkpoint(path: Path, gan: GAN, prog: Progress) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"G": gan.G.state_dict(), "D": gan.D.state_dict(), "opt_g": gan.opt_g.state_dict(),
+             "opt_d": gan.opt_d.state_dict(), "rng": gan.rng.get_state(), "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+             "config": gan.cfg.model_dump(mode="json"), "progress": prog.__dict__}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, gan: GAN) -> Optional[Progress]:
+    """The progress of an unfinished run of this same configuration, restoring its state into `gan`."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location=gan.rng.device, weights_only=False)
+    if state["config"] != gan.cfg.model_dump(mode="json") or state["progress"]["complete"]:
+        return None
+    gan.G.load_state_dict(state["G"])
+    gan.D.load_state_dict(state["D"])
+    gan.opt_g.load_state_dict(state["opt_g"])
+    gan.opt_d.load_state_dict(state["opt_d"])
+    gan.rng.set_state(state["rng"].cpu() if gan.rng.device.type == "cpu" else state["rng"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return Progress(**state["progress"])
+
+
+# --------------------------------------------------------------------------------------------------- the loop
+class Logger:
+    """Sums the step's parts on the device and reads them back only every `log_every` steps (one sync)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.d: dict[str, Tensor] = {}
+        self.g: dict[str, Tensor] = {}
+        self.nd = self.ng = 0
+
+    def add(self, parts: dict[str, Tensor], into: str) -> None:
+        acc = self.d if into == "d" else self.g
+        for k, v in parts.items():
+            acc[k] = acc[k] + v if k in acc else v.clone()
+        if into == "d":
+            self.nd += 1
+        else:
+            self.ng += 1
+
+    def flush(self, step: int, epoch: int) -> Optional[dict[str, float]]:
+        if not self.nd:
+            return None
+        row: dict[str, float] = {"step": step, "epoch": epoch}
+        row.update({k: v.item() / self.nd for k, v in self.d.items()})
+        row["g_loss"] = self.g["g_loss"].item() / self.ng if self.ng else math.nan
+        for k in ("d_loss", "g_loss"):
+            if not math.isfinite(row[k]) and not (k == "g_loss" and not self.ng):
+                raise TrainingDiverged(f"{self.name}: {k} became {row[k]} by step {step} (epoch {epoch}); "
+                                       f"lower the learning rates, or try another loss (model.loss)")
+        self.d, self.g, self.nd, self.ng = {}, {}, 0, 0
+        return {k: row[k] for k in LOG_COLUMNS}
+
+
+def plan(cfg: Variant, n: int) -> tuple[int, int]:
+    """(steps per epoch, total steps)."""
+    b = cfg.train.batch_size
+    if b > n:
+        raise ConfigError(f"train.batch_size {b} is larger than the {n} training samples")
+    per_epoch = n // b if cfg.train.drop_last else math.ceil(n / b)
+    total = per_epoch * cfg.train.epochs
+    return per_epoch, min(total, cfg.train.max_steps or total)
+
+
+def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, per_epoch: int, total: int,
+              ckpt: Path, tracker: Tracker, bar: tqdm) -> None:
+    t, b = gan.cfg.train, gan.cfg.train.batch_size
+    if prog.perm is None:  # a fresh epoch; a resumed one keeps the order it started with
+        n = len(data)
+        prog.perm = (torch.randperm(n, device=gan.rng.device, generator=gan.rng) if t.shuffle
+                     else torch.arange(n, device=gan.rng.device))
+    while prog.step < total and prog.step - prog.epoch * per_epoch < per_epoch:
+        i = prog.step - prog.epoch * per_epoch
+        real, y = data.batch(prog.perm[i * b:(i + 1) * b])
+        parts, fake, y_fake = d_update(gan, real, y)
+        log.add(parts, "d")
+        prog.step += 1
+        if prog.step % t.n_critic == 0:
+            log.add(g_update(gan, real.shape[0], fake, y_fake), "g")
+        bar.update(1)
+        checkpoint = prog.step % t.checkpoint_every == 0 and prog.step < total
+        # Flush at checkpoints too, so a resumed run logs exactly the rows an uninterrupted one does.
+        if prog.step % t.log_every == 0 or prog.step == total or checkpoint:
+            row = log.flush(prog.step, prog.epoch + 1)
+            if row:
+                prog.rows.append(row)
+                tracker.log_rows([row])
+                bar.set_postfix(D=f"{row['d_loss']:.3f}", G=f"{row['g_loss']:.3f}",
+                                Dx=f"{row['d_x']:.2f}", DGz=f"{row['d_gz']:.2f}", refresh=False)
+        if checkpoint:
+            save_checkpoint(ckpt, gan, prog)
+
+
+def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) -> dict[str, Any]:
+    """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics."""
+    device = resolve_device(cfg.train.device)
+    data = load_dataset(cfg.data, paths.data_dir, device)
+    per_epoch, total = plan(cfg, len(data))
+    gan = build_gan(cfg, data.shape, device)
+    ckpt = paths.checkpoints / "last.pt"
+    prog = load_checkpoint(ckpt, gan) or Progress()
+    if prog.step:
+        print(f"{name}: resuming from step {prog.step} of {total} ({ckpt})", file=sys.stderr)
+    fixed_z, fixed_y = fixed_latent(gan)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    prog.run_id = tracker.start(cfg, prog.run_id)
+    log, started = Logger(name), time.perf_counter() - prog.wall_s
+    try:
+        while prog.step < total:
+            with tqdm(total=min(per_epoch, total - prog.epoch * per_epoch), initial=prog.step - prog.epoch * per_epoch,
+                      desc=f"{name} epoch {prog.epoch + 1}/{cfg.train.epochs}", file=sys.stderr,
+                      mininterval=1.0, dynamic_ncols=True) as bar:
+                run_epoch(gan, data, prog, log, per_epoch, total, ckpt, tracker, bar)
+            end_epoch(gan, data, prog, fixed_z, fixed_y, tracker)
+            prog.wall_s = time.perf_counter() - started
+    except BaseException as exc:
+        tracker.end({}, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    prog.wall_s, prog.complete = time.perf_counter() - started, True
+    metrics = summary(cfg, name, prog, device, len(data))
+    write_outputs(gan, data, prog, metrics, paths)
+    save_checkpoint(ckpt, gan, prog)
+    tracker.end(metrics, "FINISHED")
+    return metrics
+
+
+def end_epoch(gan: GAN, data: Dataset, prog: Progress, z: Tensor, y: Optional[Tensor], tracker: Tracker) -> None:
+    """Record the fixed-noise samples of the epoch just finished (or cut short by max_steps) and move on."""
+    samples = generate(gan.G, z, y)
+    epoch = prog.epoch + 1
+    prog.grids[epoch] = picture(data, samples)
+    if samples.dim() == 2:
+        prog.samples[epoch] = samples.cpu().tolist()
+    tracker.log_grid(epoch, prog.grids[epoch])
+    prog.epoch, prog.perm = epoch, None
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda max_memory_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
+
+
+def summary(cfg: Variant, name: str, prog: Progress, device: torch.device, n: int) -> dict[str, Any]:
+    last = prog.rows[-1]
+    images = prog.step * cfg.train.batch_size
+    mem, mem_kind = peak_memory(device)
+    return {"variant": name, "d_loss": last["d_loss"], "g_loss": last["g_loss"], "d_x": last["d_x"],
+            "d_gz": last["d_gz"], "steps": prog.step, "epochs": prog.epoch, "images_seen": images,
+            "wall_time_s": round(prog.wall_s, 3), "images_per_s": round(images / max(prog.wall_s, 1e-9), 1),
+            "peak_memory_bytes": mem, "peak_memory_kind": mem_kind, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "run_id": prog.run_id}
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_outputs(gan: GAN, data: Dataset, prog: Progress, metrics: dict[str, Any], paths: RunPaths) -> None:
+    paths.models.mkdir(parents=True, exist_ok=True)
+    for net, fname in ((gan.G, "generator.pt"), (gan.D, "discriminator.pt")):
+        tmp = paths.models / (fname + ".tmp")
+        torch.save(net.state_dict(), tmp)
+        os.replace(tmp, paths.models / fname)
+    _atomic_text(paths.metrics / "train.json", json.dumps(metrics, indent=2) + "\n")
+    lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r[c]:.6g}" for c in LOG_COLUMNS) for r in prog.rows]
+    _atomic_text(paths.plots / "losses.csv", "\n".join(lines) + "\n")
+    for epoch, grid in prog.grids.items():
+        save_png(grid, paths.samples / f"epoch_{epoch:03d}.png")
+    for epoch, rows in prog.samples.items():
+        _atomic_text(paths.samples / f"epoch_{epoch:03d}.csv",
+                     "\n".join(",".join(f"{v:.6g}" for v in r) for r in rows) + "\n")

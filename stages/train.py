@@ -1,0 +1,30 @@
+"""Stage train@<variant>: train one variant and write its models, metrics, loss log and per-epoch grids."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from ganlab.config import ConfigError, load_params
+from ganlab.train import RunPaths, TrainingDiverged, fit
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("variant")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data-dir", type=Path, default=Path("data/processed"))
+    ap.add_argument("--root", type=Path, default=Path("."), help="where models/ metrics/ plots/ samples/ go")
+    args = ap.parse_args()
+    try:
+        cfg = load_params(args.params).variant(args.variant)
+        metrics = fit(cfg, args.variant, RunPaths.for_variant(args.variant, args.root, args.data_dir))
+    except (ConfigError, TrainingDiverged, FileNotFoundError) as err:
+        print(f"train@{args.variant}: error: {err}", file=sys.stderr)
+        return 1
+    print(f"train@{args.variant}: {metrics['steps']} steps, D {metrics['d_loss']:.4f}, G {metrics['g_loss']:.4f}, "
+          f"{metrics['images_per_s']:.0f} images/s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

