@@ -1,11 +1,18 @@
-"""Stage train@<variant>: train one variant and write its models, metrics, loss log and per-epoch grids."""
+"""Stage train@<variant>: train one variant, write its models, metrics, loss log and per-epoch grids, and track
+the run in MLflow."""
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
+from ganlab.tracking import MlflowTracker
 from ganlab.train import RunPaths, TrainingDiverged, fit
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")  # `dvc queue kill` sends SIGTERM: end the MLflow run as KILLED
 
 
 def main() -> int:
@@ -15,14 +22,17 @@ def main() -> int:
     ap.add_argument("--data-dir", type=Path, default=Path("data/processed"))
     ap.add_argument("--root", type=Path, default=Path("."), help="where models/ metrics/ plots/ samples/ go")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        cfg = load_params(args.params).variant(args.variant)
-        metrics = fit(cfg, args.variant, RunPaths.for_variant(args.variant, args.root, args.data_dir))
+        params = load_params(args.params)
+        cfg = params.variant(args.variant)
+        tracker = MlflowTracker(args.variant, params.tracking, stage=f"train@{args.variant}")
+        metrics = fit(cfg, args.variant, RunPaths.for_variant(args.variant, args.root, args.data_dir), tracker)
     except (ConfigError, TrainingDiverged, FileNotFoundError) as err:
         print(f"train@{args.variant}: error: {err}", file=sys.stderr)
         return 1
     print(f"train@{args.variant}: {metrics['steps']} steps, D {metrics['d_loss']:.4f}, G {metrics['g_loss']:.4f}, "
-          f"{metrics['images_per_s']:.0f} images/s", file=sys.stderr)
+          f"{metrics['images_per_s']:.0f} images/s; MLflow run {metrics['run_id']}", file=sys.stderr)
     return 0
 
 

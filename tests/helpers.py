@@ -57,6 +57,7 @@ def env() -> dict[str, str]:
     e = dict(os.environ)
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
     e.pop("DVC_ROOT", None)
+    e.pop("MLFLOW_TRACKING_URI", None)
     return e
 
 

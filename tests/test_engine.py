@@ -92,6 +92,7 @@ def test_same_params_same_weights(data_dir, tmp_path, name):
 
 
 def stage(root, data_dir, name):
+    """The stage's command line; run it with cwd=root so its MLflow store is root/mlruns."""
     return [sys.executable, str(REPO / "stages/train.py"), name, "--params", str(root / "params.yaml"),
             "--data-dir", str(data_dir), "--root", str(root)]
 
@@ -105,7 +106,7 @@ def test_killed_run_resumes_to_the_same_weights(data_dir, tmp_path):
         root.mkdir()
         write_params(root / "params.yaml", edit)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(stage(killed, data_dir, name), env=env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(stage(killed, data_dir, name), cwd=killed, env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     ckpt = killed / "checkpoints" / name / "last.pt"
     deadline = time.time() + 120
@@ -115,10 +116,10 @@ def test_killed_run_resumes_to_the_same_weights(data_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.exists() and not (killed / "models" / name / "generator.pt").exists(), "not killed mid-run"
-    resumed = run(stage(killed, data_dir, name), REPO)
+    resumed = run(stage(killed, data_dir, name), killed)
     assert f"{name}: resuming from step" in resumed.stderr
     assert "resuming from step 0 " not in resumed.stderr
-    run(stage(tmp_path / "whole", data_dir, name), REPO)
+    run(stage(tmp_path / "whole", data_dir, name), tmp_path / "whole")
     a, b = weights(killed, name), weights(tmp_path / "whole", name)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (killed / "plots" / name / "losses.csv").read_text() == \
@@ -129,7 +130,7 @@ def test_divergence_stops_with_a_clear_error(data_dir, tmp_path):
     def edit(p):
         p["train"].update(max_steps=40, optimizer="sgd", lr_d=1e30, lr_g=1e30, log_every=5, device="cpu")
     write_params(tmp_path / "params.yaml", edit)
-    proc = run(stage(tmp_path, data_dir, "mnist_lsgan"), REPO, check=False)
+    proc = run(stage(tmp_path, data_dir, "mnist_lsgan"), tmp_path, check=False)
     assert proc.returncode == 1
     assert "train@mnist_lsgan: error: mnist_lsgan: d_loss became" in proc.stderr
     assert "lower the learning rates" in proc.stderr
@@ -141,7 +142,7 @@ def test_every_variant_smoke_through_the_stage(data_dir, tmp_path, name):
     def edit(p):
         p["train"].update(max_steps=3, batch_size=4, log_every=1, device="cpu")
     write_params(tmp_path / "params.yaml", edit)
-    run(stage(tmp_path, data_dir, name), REPO)
+    run(stage(tmp_path, data_dir, name), tmp_path)  # the MLflow store goes to tmp_path/mlruns
     import json
     m = json.loads((tmp_path / "metrics" / name / "train.json").read_text())
     assert m["steps"] == 3 and m["images_seen"] == 12

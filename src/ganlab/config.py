@@ -83,7 +83,7 @@ class CelebaDataCfg(Strict):
     n_images: PosInt = 20_000
     crop: Optional[PosInt] = 128  # centre crop; null keeps the full 218x178 frame
     skip_corrupt: bool = False
-    workers: Optional[PosInt] = None  # JPEG decoding processes; null = all cores
+    workers: Optional[PosInt] = None  # JPEG decoding threads; null = all cores
     compression: Literal["none", "lzf", "gzip"] = "none"
     compression_level: Annotated[int, Field(ge=0, le=9)] = 4  # gzip only
 
@@ -244,8 +244,14 @@ class TrainOverrides(Strict):
     grid_size: Optional[PosInt] = None
 
 
+class TrackingCfg(Strict):
+    uri: Optional[str] = None  # null: sqlite:///<DVC_ROOT or cwd>/mlruns/mlflow.db; MLFLOW_TRACKING_URI wins
+    experiment: str = "ganlab"
+
+
 class Params(Strict):
     data: DataCfg
+    tracking: TrackingCfg = TrackingCfg()
     model: ModelOverrides = ModelOverrides()
     train: TrainOverrides = TrainOverrides()
     variants: dict[str, dict[str, Any]]  # validated one by one, after the overrides, by `variant()`

@@ -64,6 +64,8 @@ class Tracker:
 
     def log_grid(self, epoch: int, grid: np.ndarray) -> None: ...
 
+    def log_outputs(self, paths: "RunPaths", cfg: Variant, data_shape: tuple[int, ...]) -> None: ...
+
     def end(self, metrics: dict[str, Any], status: str) -> None: ...
 
 
@@ -105,9 +107,13 @@ def _step(opt: torch.optim.Optimizer, loss: Tensor) -> None:
     opt.step()
 
 
-def d_update(gan: GAN, real: Tensor, y: Optional[Tensor]) -> tuple[dict[str, Tensor], Tensor, Optional[Tensor]]:
+D_PARTS = ("d_real", "d_fake", "d_gp", "d_x", "d_gz")  # the order of d_update's stats vector
+
+
+def d_update(gan: GAN, real: Tensor, y: Optional[Tensor]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
     """Update D on real (target "real") and `fake.detach()` (target "fake").
-    Returns the detached loss parts, D(x), D(G(z)), and the fake batch with its labels for `g_noise: reuse`."""
+    Returns the stats vector (D_PARTS, detached; one tensor so that logging costs one op per step), and the fake
+    batch with its labels for `g_noise: reuse`."""
     G, D, L = gan.G, gan.D, gan.loss
     split = gan.cfg.train.d_update == "split"
     s_real = D(real, y)
@@ -119,17 +125,16 @@ def d_update(gan: GAN, real: Tensor, y: Optional[Tensor]) -> tuple[dict[str, Ten
     s_fake = D(fake.detach(), y_fake)
     d_fake = L.d_fake(s_fake)
     gp = (gan.cfg.model.gp_lambda * gradient_penalty(D, real, fake.detach(), y, gan.rng)
-          if L.penalty else torch.zeros((), device=real.device))
+          if L.penalty else real.new_zeros(()))
     # ... and D.train(G(seed).detach(), 0) another; joint: one step on the sum (CS231n, DCGAN tutorial).
     _step(gan.opt_d, d_fake + gp if split else d_real + d_fake + gp)
-    parts = {"d_real": d_real, "d_fake": d_fake, "d_gp": gp, "d_loss": d_real + d_fake + gp,
-             "d_x": L.link(s_real).mean(), "d_gz": L.link(s_fake).mean()}
-    return {k: v.detach() for k, v in parts.items()}, fake, y_fake
+    stats = torch.stack([d_real, d_fake, gp, L.link(s_real).mean(), L.link(s_fake).mean()]).detach()
+    return stats, fake, y_fake
 
 
-def g_update(gan: GAN, n: int, fake: Tensor, y_fake: Optional[Tensor]) -> dict[str, Tensor]:
+def g_update(gan: GAN, n: int, fake: Tensor, y_fake: Optional[Tensor]) -> Tensor:
     """Update G through D with target "real": on a fresh latent batch (the book, CS231n), or on the D step's fake
-    batch (`reuse`, the DCGAN tutorial)."""
+    batch (`reuse`, the DCGAN tutorial). Returns G's loss, detached."""
     if gan.cfg.train.g_noise == "fresh":
         z, y_fake = gan.latent(n)
         fake = gan.G(z, y_fake)
@@ -137,7 +142,7 @@ def g_update(gan: GAN, n: int, fake: Tensor, y_fake: Optional[Tensor]) -> dict[s
     g_loss = gan.loss.g(gan.D(fake, y_fake))
     _step(gan.opt_g, g_loss)
     gan.D.requires_grad_(True)
-    return {"g_loss": g_loss.detach()}
+    return g_loss.detach()
 
 
 # --------------------------------------------------------------------------------------------------- set-up
@@ -145,7 +150,7 @@ def make_optimizer(params: Any, cfg: Variant, lr: float) -> torch.optim.Optimize
     t = cfg.train
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr)
-    return torch.optim.Adam(params, lr=lr, betas=t.betas)
+    return torch.optim.Adam(params, lr=lr, betas=t.betas, foreach=True)
 
 
 def build_gan(cfg: Variant, data_shape: tuple[int, ...], device: torch.device) -> GAN:
@@ -239,34 +244,34 @@ def load_checkpoint(path: Path, gan: GAN) -> Optional[Progress]:
 
 # --------------------------------------------------------------------------------------------------- the loop
 class Logger:
-    """Sums the step's parts on the device and reads them back only every `log_every` steps (one sync)."""
+    """Sums the step's stats on the device and reads them back only when a row is due (one sync per row)."""
 
     def __init__(self, name: str):
         self.name = name
-        self.d: dict[str, Tensor] = {}
-        self.g: dict[str, Tensor] = {}
+        self.d_sum: Optional[Tensor] = None
+        self.g_sum: Optional[Tensor] = None
         self.nd = self.ng = 0
 
-    def add(self, parts: dict[str, Tensor], into: str) -> None:
-        acc = self.d if into == "d" else self.g
-        for k, v in parts.items():
-            acc[k] = acc[k] + v if k in acc else v.clone()
-        if into == "d":
-            self.nd += 1
-        else:
-            self.ng += 1
+    def add_d(self, stats: Tensor) -> None:
+        self.d_sum = stats.clone() if self.d_sum is None else self.d_sum.add_(stats)
+        self.nd += 1
+
+    def add_g(self, g_loss: Tensor) -> None:
+        self.g_sum = g_loss.clone() if self.g_sum is None else self.g_sum.add_(g_loss)
+        self.ng += 1
 
     def flush(self, step: int, epoch: int) -> Optional[dict[str, float]]:
         if not self.nd:
             return None
         row: dict[str, float] = {"step": step, "epoch": epoch}
-        row.update({k: v.item() / self.nd for k, v in self.d.items()})
-        row["g_loss"] = self.g["g_loss"].item() / self.ng if self.ng else math.nan
-        for k in ("d_loss", "g_loss"):
-            if not math.isfinite(row[k]) and not (k == "g_loss" and not self.ng):
+        row.update(zip(D_PARTS, (v / self.nd for v in self.d_sum.tolist())))
+        row["d_loss"] = row["d_real"] + row["d_fake"] + row["d_gp"]
+        row["g_loss"] = self.g_sum.item() / self.ng if self.ng else math.nan
+        for k in ("d_loss", "g_loss") if self.ng else ("d_loss",):
+            if not math.isfinite(row[k]):
                 raise TrainingDiverged(f"{self.name}: {k} became {row[k]} by step {step} (epoch {epoch}); "
                                        f"lower the learning rates, or try another loss (model.loss)")
-        self.d, self.g, self.nd, self.ng = {}, {}, 0, 0
+        self.d_sum, self.g_sum, self.nd, self.ng = None, None, 0, 0
         return {k: row[k] for k in LOG_COLUMNS}
 
 
@@ -290,11 +295,11 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, per_epoch: i
     while prog.step < total and prog.step - prog.epoch * per_epoch < per_epoch:
         i = prog.step - prog.epoch * per_epoch
         real, y = data.batch(prog.perm[i * b:(i + 1) * b])
-        parts, fake, y_fake = d_update(gan, real, y)
-        log.add(parts, "d")
+        stats, fake, y_fake = d_update(gan, real, y)
+        log.add_d(stats)
         prog.step += 1
         if prog.step % t.n_critic == 0:
-            log.add(g_update(gan, real.shape[0], fake, y_fake), "g")
+            log.add_g(g_update(gan, real.shape[0], fake, y_fake))
         bar.update(1)
         checkpoint = prog.step % t.checkpoint_every == 0 and prog.step < total
         # Flush at checkpoints too, so a resumed run logs exactly the rows an uninterrupted one does.
@@ -339,6 +344,7 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) 
     metrics = summary(cfg, name, prog, device, len(data))
     write_outputs(gan, data, prog, metrics, paths)
     save_checkpoint(ckpt, gan, prog)
+    tracker.log_outputs(paths, cfg, data.shape)
     tracker.end(metrics, "FINISHED")
     return metrics
 

@@ -1,0 +1,94 @@
+"""MLflow tracking through the real stage script and a real SQLite store."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from ganlab.config import TrackingCfg
+from helpers import REPO, env, run, write_mnist_h5, write_params
+
+
+def stage(root, name):
+    return [sys.executable, str(REPO / "stages/train.py"), name, "--params", str(root / "params.yaml"),
+            "--data-dir", str(root / "data"), "--root", str(root)]
+
+
+@pytest.fixture
+def root(tmp_path):
+    write_mnist_h5(tmp_path / "data" / "mnist.h5")
+    return tmp_path
+
+
+def client(root):
+    return MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+
+
+def runs(root):
+    c = client(root)
+    exp = c.get_experiment_by_name("ganlab")
+    return c.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_a_run_holds_params_tags_metrics_and_artifacts(root, monkeypatch):
+    write_params(root / "params.yaml", lambda p: p["train"].update(max_steps=30, log_every=5, device="cpu"))
+    run(stage(root, "mnist_cgan"), root)
+    (r,) = runs(root)
+    assert r.info.status == "FINISHED" and r.info.run_name == "mnist_cgan"
+    assert r.data.params["model.loss"] == "bce" and r.data.params["train.lr_g"] == "0.0001"
+    assert r.data.params["model.n_classes"] == "10" and r.data.params["train.max_steps"] == "30"
+    assert r.data.tags["variant"] == "mnist_cgan" and r.data.tags["source"] == "book"
+    assert r.data.tags["dvc_stage"] == "train@mnist_cgan" and r.data.tags["torch_version"] == torch.__version__
+    history = client(root).get_metric_history(r.info.run_id, "d_loss")
+    assert [m.step for m in history] == [5, 10, 15, 20, 25, 30]
+    assert {"g_loss", "d_x", "d_gz", "d_real", "d_fake", "images_per_s", "peak_memory_bytes"} <= set(r.data.metrics)
+    metrics = json.loads((root / "metrics/mnist_cgan/train.json").read_text())
+    assert metrics["run_id"] == r.info.run_id  # the link from DVC's metrics to the MLflow run
+    assert r.data.metrics["d_loss"] == pytest.approx(metrics["d_loss"])
+    art = {f.path for d in ("model", "plots", "grids", "params") for f in client(root).list_artifacts(r.info.run_id, d)}
+    assert art == {"model/generator.pt", "model/variant.json", "plots/losses.csv", "plots/losses.png",
+                   "grids/epoch_001.png", "params/params.json"}
+    # the logged generator rebuilds and samples: same weights as the DVC output
+    monkeypatch.chdir(root)
+    from ganlab.tracking import load_generator
+    G = load_generator(r.info.run_id, TrackingCfg())
+    ours = torch.load(root / "models/mnist_cgan/generator.pt")
+    assert all(torch.equal(G.state_dict()[k], ours[k]) for k in ours)
+    assert G(torch.randn(3, 100), torch.tensor([1, 2, 3])).shape == (3, 1, 28, 28)
+
+
+def test_sigterm_ends_killed_and_the_resumed_run_continues_it(root):
+    name = "mnist_mlp"
+    write_params(root / "params.yaml",
+                 lambda p: p["train"].update(max_steps=3000, checkpoint_every=100, log_every=50, device="cpu"))
+    proc = subprocess.Popen(stage(root, name), cwd=root, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    ckpt = root / "checkpoints" / name / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # what `dvc queue kill` sends
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, err
+    (killed,) = runs(root)
+    assert killed.info.status == "KILLED"
+    resumed = run(stage(root, name), root)
+    assert "resuming from step" in resumed.stderr
+    (r,) = runs(root)  # still one run: the resumed training continued it
+    assert r.info.run_id == killed.info.run_id and r.info.status == "FINISHED"
+    assert json.loads((root / f"metrics/{name}/train.json").read_text())["run_id"] == r.info.run_id
+    steps = [m.step for m in client(root).get_metric_history(r.info.run_id, "g_loss")]
+    assert steps[-1] == 3000
+
+
+def test_failed_run_ends_failed(root):
+    write_params(root / "params.yaml", lambda p: p["train"].update(
+        max_steps=40, optimizer="sgd", lr_d=1e30, lr_g=1e30, log_every=5, device="cpu"))
+    assert run(stage(root, "mnist_lsgan"), root, check=False).returncode == 1
+    (r,) = runs(root)
+    assert r.info.status == "FAILED"
