@@ -1,7 +1,5 @@
 """Networks: the sources' parameter counts (oracles), shapes, and raw-score discriminators."""
 
-import math
-
 import pytest
 import torch
 
@@ -11,12 +9,15 @@ from helpers import REPO
 
 PARAMS = load_params(REPO / "params.yaml")
 MNIST = (1, 28, 28)
+SHAPES = {"pattern_1010": (4,), "gaussian_2d": (2,), "mnist_dcgan64": (1, 64, 64), "celeba_mlp": (3, 218, 178),
+          "celeba_cnn": (3, 128, 128), "celeba_cnn_gelu": (3, 128, 128), "celeba_dcgan": (3, 64, 64),
+          "celeba_wgan_gp": (3, 64, 64)}
 
 
 def models(name, **model_changes):
     cfg = PARAMS.variant(name)
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update=model_changes)})
-    shape = {"pattern_1010": (4,), "gaussian_2d": (2,), "mnist_dcgan64": (1, 64, 64)}.get(name, MNIST)
+    shape = SHAPES.get(name, MNIST)
     return build_models(cfg.model, shape)
 
 
@@ -71,7 +72,7 @@ def test_shapes_and_raw_scores(name):
     z = torch.randn(n, cfg.model.nz)
     y = torch.arange(n) % cfg.model.n_classes if cfg.model.n_classes else None
     fake = G(z, y)
-    assert fake.shape[0] == n and math.prod(fake.shape[1:]) in (4, 2, 784, 64 * 64)
+    assert tuple(fake.shape) == (n, *SHAPES.get(name, MNIST))
     scores = D(fake, y)
     assert scores.shape == (n,)
     # raw scores: D has no final Sigmoid, so a large input pushes a score outside [0, 1]
@@ -82,3 +83,23 @@ def test_conv_size_mismatch_is_a_clear_error():
     from ganlab.config import ConfigError
     with pytest.raises(ConfigError, match=r"arch 'dcgan64' is built for 64x64 images.*data.image_size: 64"):
         build_models(PARAMS.variant("mnist_dcgan64").model, MNIST)
+
+
+def conv(cin, cout, k):
+    return cin * cout * k * k + cout
+
+
+def test_book_celeba_parameter_counts():
+    # A6: Linear(116412,100), LN(100), Linear(100,1) / Linear(100,300), LN(300), Linear(300,116412)
+    G, D = models("celeba_mlp")
+    assert n_params(D) == linear(218 * 178 * 3, 100) + 200 + linear(100, 1)
+    assert n_params(G) == linear(100, 300) + 600 + linear(300, 218 * 178 * 3)
+    # A7: three 8x8 stride-2 convolutions with BatchNorm(256) after the first two, then Linear(300, 1)
+    d = conv(3, 256, 8) + 512 + conv(256, 256, 8) + 512 + conv(256, 3, 8) + linear(300, 1)
+    g = linear(100, 3 * 11 * 11) + conv(3, 256, 8) + 512 + conv(256, 256, 8) + 512 + conv(256, 3, 8) + 6
+    for name in ("celeba_cnn", "celeba_cnn_gelu"):
+        G, D = models(name)
+        assert (n_params(D), n_params(G)) == (d, g) == (4_294_448, 4_330_816)
+    G, D = models("celeba_cnn_gelu")
+    assert any(isinstance(m, torch.nn.GELU) for m in G.modules())
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in (*G.modules(), *D.modules()))

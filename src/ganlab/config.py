@@ -187,6 +187,8 @@ class TrainCfg(Strict):
     log_every: PosInt = 10
     checkpoint_every: PosInt = 1000
     grid_size: PosInt = 64  # samples in the fixed-noise grid
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of the forward passes (CUDA, or CPU)
+    channels_last: bool = False  # NHWC memory layout for convolutional networks (faster on tensor cores)
 
     @field_validator("device")
     @classmethod
@@ -242,6 +244,8 @@ class TrainOverrides(Strict):
     log_every: Optional[PosInt] = None
     checkpoint_every: Optional[PosInt] = None
     grid_size: Optional[PosInt] = None
+    precision: Optional[Literal["fp32", "bf16"]] = None
+    channels_last: Optional[bool] = None
 
 
 class TrackingCfg(Strict):

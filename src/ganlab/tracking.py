@@ -84,7 +84,9 @@ class MlflowTracker(Tracker):
         location = None
         if self.uri.startswith("sqlite:///"):
             location = (Path(self.uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-        return self.client.create_experiment(self.cfg.experiment, artifact_location=location)
+        # The kind makes MLflow 3's UI open on the runs table (its model-training view), not the GenAI overview.
+        return self.client.create_experiment(self.cfg.experiment, artifact_location=location,
+                                             tags={"mlflow.experimentKind": "custom_model_development"})
 
     def _tags(self, cfg: Variant) -> dict[str, str]:
         return {"variant": self.name, "source": cfg.source, "git_commit": _git_commit(store_root()),

@@ -89,6 +89,11 @@ class GAN:
     cfg: Variant
     rng: torch.Generator
 
+    def autocast(self) -> torch.autocast:
+        """Forward passes in bf16 when `train.precision: bf16` (weights, optimiser and losses stay fp32)."""
+        return torch.autocast(self.rng.device.type, dtype=torch.bfloat16,
+                              enabled=self.cfg.train.precision == "bf16")
+
     def latent(self, n: int) -> tuple[Tensor, Optional[Tensor]]:
         """A latent batch (n, nz) from the variant's seed distribution, and random labels when conditional."""
         m, dev = self.cfg.model, self.rng.device
@@ -116,30 +121,33 @@ def d_update(gan: GAN, real: Tensor, y: Optional[Tensor]) -> tuple[Tensor, Tenso
     batch with its labels for `g_noise: reuse`."""
     G, D, L = gan.G, gan.D, gan.loss
     split = gan.cfg.train.d_update == "split"
-    s_real = D(real, y)
+    with gan.autocast():
+        s_real = D(real, y).float()
     d_real = L.d_real(s_real)
     if split:  # the book: D.train(real, 1) is its own optimiser step ...
         _step(gan.opt_d, d_real)
     z, y_fake = gan.latent(real.shape[0])
-    fake = G(z, y_fake)  # (B, ...) keeps its graph to G for `reuse`
-    s_fake = D(fake.detach(), y_fake)
+    with gan.autocast():
+        fake = G(z, y_fake)  # (B, ...) keeps its graph to G for `reuse`
+        s_fake = D(fake.detach(), y_fake).float()
+        gp = (gan.cfg.model.gp_lambda * gradient_penalty(D, real, fake.detach(), y, gan.rng)
+              if L.penalty else real.new_zeros(()))
     d_fake = L.d_fake(s_fake)
-    gp = (gan.cfg.model.gp_lambda * gradient_penalty(D, real, fake.detach(), y, gan.rng)
-          if L.penalty else real.new_zeros(()))
     # ... and D.train(G(seed).detach(), 0) another; joint: one step on the sum (CS231n, DCGAN tutorial).
     _step(gan.opt_d, d_fake + gp if split else d_real + d_fake + gp)
-    stats = torch.stack([d_real, d_fake, gp, L.link(s_real).mean(), L.link(s_fake).mean()]).detach()
+    stats = torch.stack([d_real, d_fake, gp.float(), L.link(s_real).mean(), L.link(s_fake).mean()]).detach()
     return stats, fake, y_fake
 
 
 def g_update(gan: GAN, n: int, fake: Tensor, y_fake: Optional[Tensor]) -> Tensor:
     """Update G through D with target "real": on a fresh latent batch (the book, CS231n), or on the D step's fake
     batch (`reuse`, the DCGAN tutorial). Returns G's loss, detached."""
-    if gan.cfg.train.g_noise == "fresh":
-        z, y_fake = gan.latent(n)
-        fake = gan.G(z, y_fake)
     gan.D.requires_grad_(False)  # D's gradients from this step would be discarded anyway
-    g_loss = gan.loss.g(gan.D(fake, y_fake))
+    with gan.autocast():
+        if gan.cfg.train.g_noise == "fresh":
+            z, y_fake = gan.latent(n)
+            fake = gan.G(z, y_fake)
+        g_loss = gan.loss.g(gan.D(fake, y_fake).float())
     _step(gan.opt_g, g_loss)
     gan.D.requires_grad_(True)
     return g_loss.detach()
@@ -157,6 +165,8 @@ def build_gan(cfg: Variant, data_shape: tuple[int, ...], device: torch.device) -
     torch.manual_seed(cfg.train.seed)  # initialisation comes from the global RNG, on the CPU, on every device
     G, D = build_models(cfg.model, data_shape)
     G, D = G.to(device), D.to(device)
+    if cfg.train.channels_last:  # NHWC weights; batches are made NHWC in Dataset.batch
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     rng = torch.Generator(device).manual_seed(cfg.train.seed)
     return GAN(G, D, make_optimizer(G.parameters(), cfg, cfg.train.lr_g),
                make_optimizer(D.parameters(), cfg, cfg.train.lr_d), get_loss(cfg.model.loss), cfg, rng)
@@ -294,7 +304,7 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, per_epoch: i
                      else torch.arange(n, device=gan.rng.device))
     while prog.step < total and prog.step - prog.epoch * per_epoch < per_epoch:
         i = prog.step - prog.epoch * per_epoch
-        real, y = data.batch(prog.perm[i * b:(i + 1) * b])
+        real, y = data.batch(prog.perm[i * b:(i + 1) * b], t.channels_last)
         stats, fake, y_fake = d_update(gan, real, y)
         log.add_d(stats)
         prog.step += 1

@@ -53,8 +53,11 @@ class Dataset:
             x = x * self.cfg.std + self.cfg.mean
         return x.clamp(0.0, 1.0)
 
-    def batch(self, idx: Tensor) -> tuple[Tensor, Optional[Tensor]]:
-        return self.scale(self.x[idx]), None if self.y is None else self.y[idx]
+    def batch(self, idx: Tensor, channels_last: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        x = self.scale(self.x[idx])
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, None if self.y is None else self.y[idx]
 
 
 def _read(cfg: VariantData, path: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:
