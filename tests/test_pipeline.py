@@ -16,24 +16,32 @@ VARIANTS = ("pattern_1010", "mnist_mlp_first")
 
 
 @pytest.fixture
-def repo(tmp_path, http_server, mnist_csv, celeba_jpegs):
-    """A git + DVC repository of the project whose params fetch from the loopback server and train two variants."""
+def pipeline(tmp_path, http_server, mnist_csv, celeba_jpegs):
+    """A factory: a git + DVC repository of the project whose params fetch from the loopback server and train
+    the given variants for a few steps."""
     http_server.files["/mnist_train.csv"] = mnist_csv.train_csv
     http_server.files["/mnist_test.csv"] = mnist_csv.test_csv
     zip_bytes = write_zip(tmp_path / "celeba.zip", dict(list(celeba_jpegs.items())[:8])).read_bytes()
     http_server.files["/img_align_celeba.zip"] = zip_bytes
 
-    def edit(p):
-        p["data"]["mnist"].update(train_url=http_server.url("/mnist_train.csv"), train_rows=4000,
-                                  test_url=http_server.url("/mnist_test.csv"), test_rows=1000)
-        p["data"]["celeba"].update(url=http_server.url("/img_align_celeba.zip"), n_images=8, size=len(zip_bytes),
-                                   md5=hashlib.md5(zip_bytes).hexdigest())
-        p["data"]["download"].update(FAST_DOWNLOAD)
-        p["variants"] = {k: p["variants"][k] for k in VARIANTS}
-        p["train"].update(max_steps=40, log_every=5, checkpoint_every=20)
-    root = make_repo(tmp_path / "repo", edit)
-    git_commit_all(root)
-    return root
+    def make(variants, **train):
+        def edit(p):
+            p["data"]["mnist"].update(train_url=http_server.url("/mnist_train.csv"), train_rows=4000,
+                                      test_url=http_server.url("/mnist_test.csv"), test_rows=1000)
+            p["data"]["celeba"].update(url=http_server.url("/img_align_celeba.zip"), n_images=8,
+                                       size=len(zip_bytes), md5=hashlib.md5(zip_bytes).hexdigest())
+            p["data"]["download"].update(FAST_DOWNLOAD)
+            p["variants"] = {k: p["variants"][k] for k in variants}
+            p["train"].update(train)
+        root = make_repo(tmp_path / "repo", edit)
+        git_commit_all(root)
+        return root
+    return make
+
+
+@pytest.fixture
+def repo(pipeline):
+    return pipeline(VARIANTS, max_steps=40, log_every=5, checkpoint_every=20)
 
 
 def mlflow_runs(root):
@@ -107,3 +115,18 @@ def test_queued_experiments_land_in_the_main_store(repo):
     assert len(queued) == 4 and all(r.info.status == "FINISHED" for r in queued)
     assert sorted(r.data.params["train.seed"] for r in queued) == ["1", "1", "2", "2"]
     assert not list((repo / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))  # nothing went to the copies
+
+
+def test_celeba_branch(pipeline):
+    """Every CelebA variant through `dvc repro` on 8 generated faces packed by the real stages."""
+    celeba = ("celeba_mlp", "celeba_cnn", "celeba_cnn_gelu", "celeba_dcgan", "celeba_wgan_gp")
+    repo = pipeline(celeba, max_steps=2, batch_size=2, log_every=1)
+    run(["dvc", "repro"], repo)
+    runs = {r.info.run_name: r for r in mlflow_runs(repo)}
+    assert set(runs) == set(celeba) and all(r.info.status == "FINISHED" for r in runs.values())
+    for v in celeba:
+        m = json.loads((repo / f"metrics/{v}/train.json").read_text())
+        assert m["steps"] == 2 and m["run_id"] == runs[v].info.run_id
+        assert (repo / f"models/{v}/generator.pt").exists()
+        assert (repo / f"samples/{v}/progress/epoch_001.png").exists()
+    assert runs["celeba_dcgan"].data.params["train.seed"] == "999"
