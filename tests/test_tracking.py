@@ -92,3 +92,20 @@ def test_failed_run_ends_failed(root):
     assert run(stage(root, "mnist_lsgan"), root, check=False).returncode == 1
     (r,) = runs(root)
     assert r.info.status == "FAILED"
+
+
+def test_a_run_left_running_by_sigkill_is_closed_killed(root):
+    write_params(root / "params.yaml", lambda p: p["train"].update(max_steps=3000, log_every=50, device="cpu"))
+    proc = subprocess.Popen(stage(root, "mnist_mlp"), cwd=root, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not runs(root) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.kill()  # SIGKILL: nothing in the process can end its run
+    proc.wait()
+    (orphan,) = runs(root)
+    assert orphan.info.status == "RUNNING"
+    write_params(root / "params.yaml", lambda p: p["train"].update(max_steps=20, log_every=5, device="cpu"))
+    run(stage(root, "mnist_mlp"), root)  # the next run of the variant notices the dead process
+    status = {r.info.run_id: r.info.status for r in runs(root)}
+    assert status[orphan.info.run_id] == "KILLED" and sorted(status.values()) == ["FINISHED", "KILLED"]

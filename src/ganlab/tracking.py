@@ -104,6 +104,7 @@ class MlflowTracker(Tracker):
                 self.client.update_run(self.run_id, status="RUNNING")
                 self.client.set_tag(self.run_id, "pid", str(os.getpid()))
                 return self.run_id
+            self._close_orphans()
             exp_name = os.environ.get("DVC_EXP_NAME")
             run = self.client.create_run(self._experiment_id(), run_name=f"{self.name} ({exp_name})" if exp_name
                                          else self.name, tags=self._tags(cfg))
@@ -114,6 +115,18 @@ class MlflowTracker(Tracker):
                 self.client.log_batch(self.run_id, params=params[i:i + 100])
             self.client.log_batch(self.run_id, tags=[RunTag("mlflow.note.content", _note(self.name, cfg))])
         return self.run_id
+
+    def _close_orphans(self) -> None:
+        """Runs of this variant left RUNNING by a process that no longer exists (SIGKILL, a lost machine) end
+        KILLED, so the store never shows a dead run as running."""
+        exp = self.client.get_experiment_by_name(self.cfg.experiment)
+        if exp is None:
+            return
+        query = f"tags.variant = '{self.name}' and attributes.status = 'RUNNING'"
+        for run in self.client.search_runs([exp.experiment_id], query):
+            tags = run.data.tags
+            if tags.get("host") == socket.gethostname() and not _alive(int(tags.get("pid", "0"))):
+                self.client.set_terminated(run.info.run_id, status="KILLED")
 
     def _exists(self, run_id: str) -> bool:
         try:
@@ -182,6 +195,16 @@ class MlflowTracker(Tracker):
             if final:
                 self.client.log_batch(self.run_id, metrics=final)
             self.client.set_terminated(self.run_id, status=status)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
 
 
 def _note(name: str, cfg: Variant) -> str:
