@@ -6,6 +6,7 @@ fails and says so: it is never skipped. Screenshots go to test-artifacts/.
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +47,8 @@ def ui(tmp_path):
     port, store = free_port(), f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", store,
                                "--host", "127.0.0.1", "--port", str(port)], env=env(), cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # its own process group: uvicorn and its workers
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -60,7 +62,7 @@ def ui(tmp_path):
             pytest.fail("mlflow ui did not answer on /health within 90 s")
         yield url, MlflowClient(store)
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)  # `mlflow ui` and the uvicorn workers it started
         server.wait(timeout=30)
 
 

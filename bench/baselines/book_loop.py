@@ -34,6 +34,23 @@ class MnistDataset(torch.utils.data.Dataset):
         return label, image_values, target
 
 
+class TensorRows(torch.utils.data.Dataset):
+    """The same items as MnistDataset from a uint8 array, on `device` (the book's GPU notebooks set CUDA as the
+    default tensor type, so every item is created on the GPU)."""
+
+    def __init__(self, pixels, device: torch.device):
+        self.pixels, self.device = pixels, device
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index: int):
+        if index >= len(self.pixels):
+            raise IndexError(index)
+        target = torch.zeros((10), device=self.device)
+        return 0, torch.tensor(self.pixels[index], dtype=torch.float32, device=self.device) / 255.0, target
+
+
 class Discriminator(nn.Module):
     def __init__(self, lr: float = 0.0001):
         super().__init__()
@@ -89,13 +106,15 @@ def generate_random_seed(size: int) -> torch.Tensor:
 def train_gan(D: Discriminator, G: Generator, dataset: MnistDataset, epochs: int = 1, limit: int | None = None,
               seed_fn: Callable[[int], torch.Tensor] = generate_random_seed) -> int:
     """The book's loop. Returns the number of images seen."""
+    device = next(D.parameters()).device
+    one, zero = torch.tensor([1.0], device=device), torch.tensor([0.0], device=device)
     seen = 0
     for _ in range(epochs):
         for label, image_data_tensor, target_tensor in dataset:
             if limit is not None and seen >= limit:
                 return seen
-            D.train(image_data_tensor, torch.FloatTensor([1.0]))
-            D.train(G.forward(seed_fn(100)).detach(), torch.FloatTensor([0.0]))
-            G.train(D, seed_fn(100), torch.FloatTensor([1.0]))
+            D.train(image_data_tensor, one)  # the book: torch.FloatTensor([1.0]), on the default device
+            D.train(G.forward(seed_fn(100)).detach(), zero)
+            G.train(D, seed_fn(100), one)
             seen += 1
     return seen
