@@ -87,3 +87,12 @@ def make_repo(root: Path, edit: Callable[[dict[str, Any]], None] | None = None) 
 def git_commit_all(root: Path, message: str = "pipeline") -> None:
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", message], root)
+
+
+def tiny_evaluation(params: dict[str, Any]) -> None:
+    """Edit params so that train_classifier, evaluate@, sample@ and report take seconds in a temp pipeline."""
+    params["classifier"]["limit"] = 1000
+    for net in ("mlp", "mlp_refined", "cnn"):
+        params["classifier"][net]["epochs"] = 1
+    params["eval"].update(n_samples=64, batch_size=32, kid_subsets=10, kid_subset_size=32)
+    params["sample"].update(grid_size=4, per_digit=2)

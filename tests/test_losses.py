@@ -17,6 +17,13 @@ def test_equilibrium_d_outputs_one_half(name, ideal):
     assert loss.ideal == pytest.approx(ideal)
 
 
+def test_lsgan_equilibrium():
+    loss, s = get_loss("lsgan"), torch.full((5,), 0.5)  # the optimal D when p_g = p_data scores 1/2
+    for term in (loss.d_real(s), loss.d_fake(s)):
+        assert_close(term, torch.tensor(loss.ideal), rtol=0, atol=1e-7)
+    assert loss.ideal == 0.125
+
+
 def test_hand_computed_values():
     s = torch.tensor([2.0, -1.0])
     bce = get_loss("bce")

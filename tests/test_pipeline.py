@@ -9,7 +9,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import FAST_DOWNLOAD, write_zip
-from helpers import git_commit_all, make_repo, run
+from helpers import git_commit_all, make_repo, run, tiny_evaluation
 
 pytestmark = pytest.mark.e2e
 VARIANTS = ("pattern_1010", "mnist_mlp_first")
@@ -33,6 +33,7 @@ def pipeline(tmp_path, http_server, mnist_csv, celeba_jpegs):
             p["data"]["download"].update(FAST_DOWNLOAD)
             p["variants"] = {k: p["variants"][k] for k in variants}
             p["train"].update(train)
+            tiny_evaluation(p)
         root = make_repo(tmp_path / "repo", edit)
         git_commit_all(root)
         return root
@@ -45,9 +46,11 @@ def repo(pipeline):
 
 
 def mlflow_runs(root):
+    """The training runs (stage report logs a run of its own)."""
     client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ganlab")
-    return client.search_runs([exp.experiment_id]) if exp else []
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return [r for r in runs if r.data.tags.get("dvc_stage") != "report"]
 
 
 def exp_rows(root):
@@ -65,8 +68,8 @@ def exp_rows(root):
 def test_repro_then_an_ablation_with_exp_run(repo):
     run(["dvc", "repro"], repo)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"download_mnist", "download_celeba", "pack_celeba", "make_toy",
-                                   *(f"train@{v}" for v in VARIANTS)}
+    assert set(lock["stages"]) == {"download_mnist", "download_celeba", "pack_celeba", "make_toy", "train_classifier",
+                                   "report", *(f"{s}@{v}" for s in ("train", "evaluate", "sample") for v in VARIANTS)}
     # each train stage depends on its own variant's params and the overrides, not on the others'
     assert set(lock["stages"]["train@pattern_1010"]["params"]["params.yaml"]) == {"variants.pattern_1010", "model",
                                                                                   "train"}

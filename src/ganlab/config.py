@@ -253,11 +253,77 @@ class TrackingCfg(Strict):
     experiment: str = "ganlab"
 
 
+# --------------------------------------------------------------------------------------------------- evaluation
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class ClassifierRun(Strict):
+    """One MNIST classifier of the book's chapter 1 (variants.md A1) and how it is trained. The network returns
+    raw scores; the loss applies its link (mse: MSE on sigmoid, the book's nb 03; bce: BCE on sigmoid, nb 04/13)."""
+
+    net: Literal["mlp_sigmoid", "mlp_lrelu_ln", "cnn"]
+    loss: Literal["mse", "bce", "ce"] = "bce"
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: PosFloat = 0.001
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    epochs: PosInt = 3
+    batch_size: PosInt = 1
+
+
+class ClassifierCfg(Strict):
+    """Stage train_classifier: the book's three classifiers; `cnn` is also the evaluator of the MNIST GANs."""
+
+    seed: NonNegInt = 0
+    device: str = "cpu"
+    limit: Optional[PosInt] = None  # train on the first `limit` training images only (tests)
+    mlp: ClassifierRun = ClassifierRun(net="mlp_sigmoid", loss="mse", optimizer="sgd", lr=0.01)
+    mlp_refined: ClassifierRun = ClassifierRun(net="mlp_lrelu_ln", loss="bce", optimizer="adam", lr=0.001)
+    cnn: ClassifierRun = ClassifierRun(net="cnn", loss="bce", optimizer="adam", lr=0.001, epochs=20, batch_size=64)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return TrainCfg._device(v)
+
+
+class EvalCfg(Strict):
+    """Stage evaluate@<variant>: how many samples, which seed, and the metrics' settings."""
+
+    n_samples: PosInt = 10_000
+    seed: NonNegInt = 0
+    batch_size: PosInt = 500  # generation and feature batches
+    chunk: PosInt = 2048  # rows per block of a distance matrix
+    coverage_min_share: Fraction = 0.02  # a digit is covered when it gets at least this share of the samples
+    knn_k: PosInt = 3  # precision/recall neighbourhoods (Kynkaanniemi et al. 2019 use k = 3)
+    kid_subsets: PosInt = 100
+    kid_subset_size: PosInt = 1000
+    final_fraction: Fraction = 0.1  # "final" losses: the mean over this last share of the logged rows
+    device: str = "auto"
+    inception: bool = True  # CelebA: Inception FID/KID when torch-fidelity and its weights are present locally
+    inception_weights: Optional[str] = None  # null: <torch hub dir>/checkpoints/<torch-fidelity's file name>
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return TrainCfg._device(v)
+
+
+class SampleCfg(Strict):
+    """Stage sample@<variant>: the pictures of a trained generator."""
+
+    seed: NonNegInt = 0
+    grid_size: PosInt = 64  # samples in the fixed-noise grid
+    per_digit: PosInt = 8  # conditional variants: samples per digit row
+
+
 class Params(Strict):
     data: DataCfg
     tracking: TrackingCfg = TrackingCfg()
     model: ModelOverrides = ModelOverrides()
     train: TrainOverrides = TrainOverrides()
+    classifier: ClassifierCfg = ClassifierCfg()
+    eval: EvalCfg = EvalCfg()
+    sample: SampleCfg = SampleCfg()
     variants: dict[str, dict[str, Any]]  # validated one by one, after the overrides, by `variant()`
 
     def variant(self, name: str) -> Variant:

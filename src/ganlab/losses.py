@@ -51,7 +51,8 @@ LOSSES: dict[str, Loss] = {
                 link=torch.sigmoid, ideal=0.25),
     # LSGAN as CS231n writes it: half squared errors on raw scores.
     "lsgan": Loss(d_real=lambda s: 0.5 * ((s - 1) ** 2).mean(), d_fake=lambda s: 0.5 * (s ** 2).mean(),
-                  g=lambda s: 0.5 * ((s - 1) ** 2).mean(), link=_identity),
+                  g=lambda s: 0.5 * ((s - 1) ** 2).mean(), link=_identity,
+                  ideal=0.125),  # the optimal D at p_g = p_data scores 0.5 everywhere: 0.5 * 0.5^2 per term
     # WGAN-GP (Gulrajani et al. 2017): the critic estimates the Wasserstein-1 distance, penalised to be 1-Lipschitz.
     "wgan_gp": Loss(d_real=lambda s: -s.mean(), d_fake=lambda s: s.mean(), g=lambda s: -s.mean(),
                     link=_identity, penalty=True),

@@ -228,3 +228,24 @@ def load_generator(run_id: str, tracking: TrackingCfg = TrackingCfg(), device: s
         G, _ = build_models(cfg.model, tuple(info["data_shape"]))
         G.load_state_dict(torch.load(local / "generator.pt", map_location=device))
     return G.to(device)
+
+
+def log_summary_run(name: str, cfg: TrackingCfg, stage: str, metrics: dict[str, float], artifact_dir: Path) -> str:
+    """A run that trains nothing (the report): tags, one set of metrics at step 0, a folder of artifacts, FINISHED.
+    Named like the training runs: `name`, plus the DVC experiment's name when there is one."""
+    from mlflow.entities import Metric
+
+    tracker = MlflowTracker(name, cfg, stage)
+    exp_name = os.environ.get("DVC_EXP_NAME")
+    tags = {"dvc_stage": stage, "dvc_exp_name": exp_name or "", "git_commit": _git_commit(store_root()),
+            "host": socket.gethostname()}
+    ms = int(time.time() * 1000)
+    batch = [Metric(k, float(v), ms, 0) for k, v in metrics.items() if np.isfinite(v)]
+    with store_lock(tracker.uri):
+        run = tracker.client.create_run(tracker._experiment_id(), run_name=f"{name} ({exp_name})" if exp_name
+                                        else name, tags=tags)
+        for i in range(0, len(batch), MAX_BATCH):
+            tracker.client.log_batch(run.info.run_id, metrics=batch[i:i + MAX_BATCH])
+        tracker.client.log_artifacts(run.info.run_id, str(artifact_dir))
+        tracker.client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id

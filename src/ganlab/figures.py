@@ -1,0 +1,82 @@
+"""Matplotlib figures of the sample stage and the report (headless: the Agg backend)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig: "plt.Figure", path: Path) -> Path:
+    """Save atomically (temp + rename), so a killed stage never leaves half a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def montage(images: Sequence[np.ndarray], titles: Sequence[str], path: Path, cols: int = 5) -> Path:
+    """Pictures (H, W[, C] uint8) side by side with a title each: one grid per epoch."""
+    rows = math.ceil(len(images) / cols)
+    cols = min(cols, len(images))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False, constrained_layout=True)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, images, titles):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def heatmap(values: np.ndarray, row_labels: Sequence[str], path: Path, title: str) -> Path:
+    """The book's 1010 figure: one row per snapshot, one column per output, values written in the cells."""
+    fig, ax = plt.subplots(figsize=(4.5, 0.45 * len(values) + 1.2), constrained_layout=True)
+    im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for (r, c), v in np.ndenumerate(values):
+        ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v > 0.6 else "black")
+    ax.set(yticks=range(len(values)), yticklabels=row_labels, xticks=range(values.shape[1]), title=title)
+    fig.colorbar(im, ax=ax)
+    return _save(fig, path)
+
+
+def scatter_panels(real: np.ndarray, panels: Sequence[np.ndarray], titles: Sequence[str], path: Path,
+                   cols: int = 5) -> Path:
+    """2-D samples (N, 2) against the real ones, one panel each: d2l's Gaussian GAN."""
+    rows = math.ceil(len(panels) / cols)
+    cols = min(cols, len(panels))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.8 * rows), squeeze=False, sharex=True,
+                             sharey=True, constrained_layout=True)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, pts, title in zip(axes.flat, panels, titles):
+        ax.axis("on")
+        ax.scatter(real[:, 0], real[:, 1], s=3, c="tab:blue", alpha=0.4, label="real")
+        ax.scatter(pts[:, 0], pts[:, 1], s=3, c="tab:orange", alpha=0.6, label="generated")
+        ax.set_title(title, fontsize=9)
+    axes.flat[0].legend(fontsize=7, markerscale=3)
+    return _save(fig, path)
+
+
+def xy_game_figure(path_xy: np.ndarray, closed_form: np.ndarray, out: Path, lr: float) -> Path:
+    """Appendix D: the spiral of simultaneous gradient play on x·y, and its radius against (1 + lr²)^(n/2)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    a.plot(path_xy[:, 0], path_xy[:, 1], lw=0.8)
+    a.plot(*path_xy[0], "go", label="start (0.6, 0.7)")
+    a.plot(0, 0, "r+", ms=12, label="equilibrium (0, 0)")
+    a.set(xlabel="x", ylabel="y", title="x += lr·y, y −= lr·x", aspect="equal")
+    a.legend(fontsize=8)
+    steps = np.arange(len(path_xy))
+    b.plot(steps, np.hypot(path_xy[:, 0], path_xy[:, 1]), label="radius")
+    b.plot(steps, closed_form, "--", label=f"r0·(1+{lr}²)^(n/2)")
+    b.set(xlabel="step", ylabel="radius", title="the radius grows every step")
+    b.legend(fontsize=8)
+    return _save(fig, out)
+

@@ -1,0 +1,35 @@
+"""Stage evaluate@<variant>: the metrics of one trained variant -> metrics/<variant>/eval.json."""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ganlab.config import ConfigError, load_params
+from ganlab.evaluate import evaluate_variant
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("variant")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data-dir", type=Path, default=Path("data/processed"))
+    ap.add_argument("--root", type=Path, default=Path("."), help="where models/ metrics/ plots/ are")
+    args = ap.parse_args()
+    try:
+        metrics = evaluate_variant(load_params(args.params), args.variant, args.root, args.data_dir)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"evaluate@{args.variant}: error: {err}", file=sys.stderr)
+        return 1
+    out = args.root / "metrics" / args.variant / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, out)
+    print(f"evaluate@{args.variant}: wrote {out} in {metrics['eval_time_s']:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
