@@ -164,7 +164,8 @@ def test_final_losses_against_the_ideal(tmp_path):
     m = final_losses(csv, "bce", 0.1)
     assert m["final_rows"] == 1 and m["d_real"] == 0.7 and m["d_loss_per_term"] == pytest.approx(0.7)
     assert m["g_loss_vs_ideal"] == pytest.approx(0.7 - math.log(2))
-    assert final_losses(csv, "lsgan", 0.1)["ideal"] is None
+    assert final_losses(csv, "lsgan", 0.1)["ideal"] == 0.125  # CS231n's halved squares at D = 1/2
+    assert final_losses(csv, "hinge", 0.1)["ideal"] is None  # no equilibrium value is defined
 
 
 # --------------------------------------------------------------------------------------------------- CelebA
