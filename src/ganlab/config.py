@@ -46,6 +46,15 @@ def _check_url(value: Optional[str]) -> Optional[str]:
 Url = Annotated[str, Field(min_length=1), AfterValidator(_check_url)]
 
 
+def _check_device(v: str) -> str:
+    if v not in ("auto", "cpu", "cuda", "mps") and not (v.startswith("cuda:") and v[5:].isdigit()):
+        raise ValueError(f"device {v!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    return v
+
+
+Device = Annotated[str, AfterValidator(_check_device)]
+
+
 # --------------------------------------------------------------------------------------------------- data stages
 class DownloadCfg(Strict):
     connect_timeout: PosFloat = 10.0
@@ -183,19 +192,12 @@ class TrainCfg(Strict):
     shuffle: bool = True
     drop_last: bool = True
     seed: NonNegInt = 0
-    device: str = "auto"
+    device: Device = "auto"
     log_every: PosInt = 10
     checkpoint_every: PosInt = 1000
     grid_size: PosInt = 64  # samples in the fixed-noise grid
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of the forward passes (CUDA, or CPU)
     channels_last: bool = False  # NHWC memory layout for convolutional networks (faster on tensor cores)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "cuda", "mps") and not (v.startswith("cuda:") and v[5:].isdigit()):
-            raise ValueError(f"device {v!r} is not one of auto, cpu, cuda, cuda:N, mps")
-        return v
 
 
 class Variant(Strict):
@@ -274,16 +276,11 @@ class ClassifierCfg(Strict):
     """Stage train_classifier: the book's three classifiers; `cnn` is also the evaluator of the MNIST GANs."""
 
     seed: NonNegInt = 0
-    device: str = "cpu"
+    device: Device = "cpu"
     limit: Optional[PosInt] = None  # train on the first `limit` training images only (tests)
     mlp: ClassifierRun = ClassifierRun(net="mlp_sigmoid", loss="mse", optimizer="sgd", lr=0.01)
     mlp_refined: ClassifierRun = ClassifierRun(net="mlp_lrelu_ln", loss="bce", optimizer="adam", lr=0.001)
     cnn: ClassifierRun = ClassifierRun(net="cnn", loss="bce", optimizer="adam", lr=0.001, epochs=20, batch_size=64)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return TrainCfg._device(v)
 
 
 class EvalCfg(Strict):
@@ -298,14 +295,9 @@ class EvalCfg(Strict):
     kid_subsets: PosInt = 100
     kid_subset_size: PosInt = 1000
     final_fraction: Fraction = 0.1  # "final" losses: the mean over this last share of the logged rows
-    device: str = "auto"
+    device: Device = "auto"
     inception: bool = True  # CelebA: Inception FID/KID when torch-fidelity and its weights are present locally
     inception_weights: Optional[str] = None  # null: <torch hub dir>/checkpoints/<torch-fidelity's file name>
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return TrainCfg._device(v)
 
 
 class SampleCfg(Strict):
