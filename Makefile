@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser repro test bench ui clean-venv
+.PHONY: setup browser repro test bench bench-deps ui clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,9 +30,16 @@ test: setup browser
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
+# The speed suite on this machine's GPU (or CPU): bench/results/<device>.json and a table (bench/README.md).
 bench: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/train_cpu.py
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/pack_celeba.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py
+
+# For a GPU machine that has torch but not ganlab's other dependencies: the few pure-Python packages
+# bench/run.py imports, copied from .venv into bench/.deps (same Python version there); carry that folder.
+bench-deps: setup
+	rm -rf bench/.deps && mkdir -p bench/.deps
+	cd $(VENV)/lib/python3.11/site-packages && cp -r pydantic pydantic_core annotated_types typing_inspection \
+	  typing_extensions.py yaml tqdm $(CURDIR)/bench/.deps/
 
 clean-venv:
 	rm -rf $(VENV)

@@ -28,11 +28,11 @@ SHAPES = {"celeba": (3, 128, 128), "celeba_full": (3, 218, 178)}
 
 def one(variant: str, batch: int, precision: str, steps: int, device_name: str) -> dict:
     """Time `steps` training steps (after one warm-up step) of one configuration, in this process."""
-    from harness import measure
+    from harness import measure, trainer
 
     from ganlab.config import load_params
-    from ganlab.data.load import Dataset, resize
-    from ganlab.train import build_gan, d_update, g_update, peak_memory, resolve_device
+    from ganlab.data.load import resize
+    from ganlab.train import peak_memory, resolve_device
 
     cfg = load_params(ROOT / "params.yaml").variant(variant)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": batch, "precision": precision})})
@@ -40,17 +40,7 @@ def one(variant: str, batch: int, precision: str, steps: int, device_name: str) 
     x = torch.randint(0, 256, (batch * 2, *SHAPES[cfg.data.dataset]), dtype=torch.uint8)
     if cfg.data.image_size:
         x = resize(x, cfg.data.image_size)
-    data = Dataset(x=x.to(device), y=None, cfg=cfg.data)
-    gan = build_gan(cfg, data.shape, device)
-    idx = torch.arange(batch, device=device)
-
-    def work(n: int) -> int:
-        for _ in range(n):
-            real, y = data.batch(idx, cfg.train.channels_last)
-            _, fake, y_fake = d_update(gan, real, y)
-            g_update(gan, batch, fake, y_fake)  # n_critic aside: a G step after every D step, the costlier case
-        return n * batch
-
+    work = trainer(cfg, x, device)
     work(1)  # warm-up: allocations, kernel selection
     rate = measure(lambda: work(steps), windows=1, warmup=0, device=device)
     mem, kind = peak_memory(device)

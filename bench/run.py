@@ -2,17 +2,19 @@
 
     python bench/run.py [--device auto] [--windows 5] [--steps 20] [--quick]
 
-1. Batched images/s of ganlab's step against the pytorch/examples DCGAN loop (bench/baselines/dataloader_loop.py:
-   Dataset + DataLoader workers + per-batch .to(device) + .item() logging), same networks, loss, schedule (BCE,
-   one D step on real + fake, G on the same fake batch), batch size and device.
-2. Book mode: ganlab at batch 1 (the book's split D steps, fresh seeds) against the book's per-sample loop
-   (bench/baselines/book_loop.py), `mnist_mlp`.
-3. Achieved FLOP/s of the convolutional variants (FLOPs of one iteration counted by torch.utils.flop_counter),
-   as a share of the device's peak for the precision used, where the peak is known.
-4. Peak device memory of each ganlab run (CUDA only; on CPU the process shares one heap: not reported).
+1. Batched images/s at batch 128: the pytorch/examples DCGAN loop (bench/baselines/dataloader_loop.py: Dataset +
+   DataLoader workers + per-batch .to(device) + .item() logging, PyTorch's default backend settings) against
+   ganlab's trainer with its defaults (strict fp32, eager) and with its speed settings (SPEED), on the same
+   networks, loss, schedule (BCE, one D step on real + fake, G on the same fake batch) and device.
+2. Book mode: ganlab at batch 1 on the book's schedule (split D steps, fresh seeds) against the book's per-sample
+   loop (bench/baselines/book_loop.py), for `mnist_mlp` and `celeba_cnn`.
+3. Achieved FLOP/s of the convolutional variants at batch 128 (FLOPs of one iteration counted by
+   torch.utils.flop_counter on an eager iteration) as a share of the device's peak for the precision used.
+4. Peak device memory of every run (CUDA: max_memory_allocated, reset before each run; on CPU not reported).
 Every figure is the median of `--windows` timed windows after a warm-up, with min and max; ratios are taken
-within the run. Writes bench/results/<device>.json and prints a markdown table. Data are synthetic uint8 images
-of each variant's shape: speed does not depend on pixel values, and the GPU machine has no data sets.
+within the run. A configuration that fails is reported with its error instead of stopping the suite.
+Writes bench/results/<device>.json and prints a markdown table. Data are synthetic uint8 images of each
+variant's shape: speed does not depend on pixel values, and the GPU machine has no data sets.
 """
 
 from __future__ import annotations
@@ -22,26 +24,34 @@ import json
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+# Runnable as a plain script where ganlab is not installed (the GPU machine): the source tree, the bench folder,
+# and `make bench-deps`'s copies of the pure-Python dependencies when they are there.
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "src")] + [str(ROOT / "bench/.deps")] * (ROOT / "bench/.deps").is_dir()
 
 from baselines import book_loop, dataloader_loop  # noqa: E402
-from harness import measure, sync  # noqa: E402
+from harness import measure, trainer  # noqa: E402
 
 from ganlab.config import Variant, load_params  # noqa: E402
-from ganlab.data.load import Dataset, resize  # noqa: E402
-from ganlab.train import GAN, build_gan, d_update, g_update, resolve_device  # noqa: E402
+from ganlab.data.load import resize  # noqa: E402
+from ganlab.train import build_gan, resolve_device, set_backends  # noqa: E402
 
 BATCHED = ["mnist_mlp", "mnist_vanilla", "mnist_dcgan64", "celeba_dcgan", "celeba_cnn"]
 CONV = ["mnist_dcgan64", "celeba_dcgan", "celeba_cnn"]
+BOOK = ["mnist_mlp", "celeba_cnn"]
 SOURCE_SHAPES = {"mnist": (1, 28, 28), "celeba": (3, 128, 128), "celeba_full": (3, 218, 178)}
+# ganlab's speed settings by device and precision (train.* keys; each is documented in params.yaml).
+SPEED = {("cuda", "fp32"): {"tf32": True, "cudnn_benchmark": True, "fused": True, "cuda_graph": True},
+         ("cuda", "bf16"): {"precision": "bf16", "tf32": True, "cudnn_benchmark": True, "fused": True,
+                            "cuda_graph": True},
+         ("cpu", "fp32"): {"fused": True}}
 # Dense peak FLOP/s by device (vendor datasheets). TF32 is what fp32 matmuls/convs use with TF32 enabled.
 PEAKS = {"H100 80GB HBM3": {"fp32": 494.7e12, "bf16": 989.4e12},  # H100 SXM5
          "H100 PCIe": {"fp32": 378e12, "bf16": 756e12},
@@ -62,11 +72,15 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def variant(name: str, batch: int, **train) -> Variant:
-    """The variant with the baseline's schedule, so that both sides do the same maths."""
+def variant(name: str, batch: Optional[int] = None, baseline_schedule: bool = True, **train) -> Variant:
+    """The variant at `batch`, with the baseline's schedule (so that both sides do the same maths) and `train`."""
     cfg = load_params(ROOT / "params.yaml").variant(name)
-    t = {"batch_size": batch, "d_update": "joint", "g_noise": "reuse", "n_critic": 1} | train
-    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"loss": "bce", "latent": "randn"}),
+    t = {"batch_size": batch or cfg.train.batch_size} | train
+    m = {}
+    if baseline_schedule:
+        t |= {"d_update": "joint", "g_noise": "reuse", "n_critic": 1}
+        m = {"loss": "bce", "latent": "randn"}
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update=m),
                                   "train": cfg.train.model_copy(update=t)})
 
 
@@ -76,94 +90,132 @@ def synthetic(cfg: Variant, n: int) -> torch.Tensor:
     return resize(x, cfg.data.image_size) if cfg.data.image_size else x
 
 
-def ganlab_iteration(cfg: Variant, device: torch.device) -> tuple[GAN, Callable[[], int]]:
-    data = Dataset(x=synthetic(cfg, cfg.train.batch_size * 8).to(device), y=None, cfg=cfg.data)
-    gan = build_gan(cfg, data.shape, device)
-    b, n = cfg.train.batch_size, len(data)
-    perm = torch.randperm(n, device=device)
-    state = {"i": 0}
-
-    def one() -> int:
-        i = state["i"] % (n // b)
-        state["i"] += 1
-        real, y = data.batch(perm[i * b:(i + 1) * b], cfg.train.channels_last)
-        _, fake, y_fake = d_update(gan, real, y)
-        g_update(gan, b, fake, y_fake)
-        return b
-    return gan, one
+def timed(device: torch.device, args: argparse.Namespace, make: Callable[[], Callable[[], int]]) -> dict:
+    """images/s of the work `make()` returns, and the peak device memory from its set-up on; or the error."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        rate = measure(make(), windows=args.windows, device=device)
+    except Exception as exc:  # a configuration that fails is a result too; the suite goes on
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {"images_per_s": rate, "peak_memory_bytes": mem}
 
 
-def repeat(one: Callable[[], int], steps: int) -> Callable[[], int]:
-    return lambda: sum(one() for _ in range(steps))
+def pytorch_defaults() -> None:
+    """The backend settings a plain script runs with: TF32 in cuDNN convolutions only, no autotuner."""
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+    torch.backends.cudnn.benchmark = False
 
 
-def baseline_work(cfg: Variant, device: torch.device, steps: int, workers: int) -> Callable[[], int]:
-    gan = build_gan(cfg, synthetic(cfg, 1).shape[1:], device)  # same networks, same optimisers
-    images = synthetic(cfg, cfg.train.batch_size * 8).numpy()
-    loader = dataloader_loop.make_loader(images, cfg.train.batch_size, cfg.data.scale == "symmetric", workers,
-                                         device.type == "cuda")
-    return lambda: dataloader_loop.train_steps(gan.G, gan.D, gan.opt_g, gan.opt_d, loader, cfg.model.nz,
-                                               device, steps)
+def ganlab_runs(device: torch.device, quick: bool) -> dict[str, dict]:
+    runs = {"ganlab": {}}  # the defaults: strict fp32, eager
+    for precision in ("fp32",) if quick else ("fp32", "bf16"):
+        if (device.type, precision) in SPEED:
+            runs[f"ganlab {precision} fast"] = SPEED[device.type, precision]
+    return runs
 
 
 def batched(device: torch.device, args: argparse.Namespace) -> list[dict]:
     rows = []
     for name in (BATCHED[:2] if args.quick else BATCHED):
         cfg = variant(name, 128)
-        gan, one = ganlab_iteration(cfg, device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        ours = measure(repeat(one, args.steps), windows=args.windows, device=device)
-        mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-        base = measure(baseline_work(cfg, device, args.steps, args.workers), windows=args.windows, device=device)
-        rows.append({"suite": "batched", "variant": name, "batch": 128, "precision": "fp32", "ganlab": ours,
-                     "baseline": base, "speedup": ours["median"] / base["median"], "peak_memory_bytes": mem})
+        x = synthetic(cfg, 128 * 8)
+
+        def baseline() -> Callable[[], int]:
+            pytorch_defaults()
+            gan = build_gan(cfg, x.shape[1:], device)  # same networks, same optimisers
+            loader = dataloader_loop.make_loader(x.numpy(), 128, cfg.data.scale == "symmetric", args.workers,
+                                                 device.type == "cuda")
+            return lambda: dataloader_loop.train_steps(gan.G, gan.D, gan.opt_g, gan.opt_d, loader, cfg.model.nz,
+                                                       device, args.steps)
+        base = timed(device, args, baseline)
+        rows.append({"suite": "batched", "variant": name, "batch": 128, "run": "baseline (DataLoader loop)",
+                     "settings": {}, **base})
+        for run, settings in ganlab_runs(device, args.quick).items():
+            c = variant(name, 128, channels_last=cfg.model.arch != "mlp" and device.type == "cuda", **settings) \
+                if settings else cfg
+            r = timed(device, args, lambda: (lambda work: lambda: work(args.steps))(trainer(c, x, device)))
+            rows.append({"suite": "batched", "variant": name, "batch": 128, "run": run, "settings": settings,
+                         **r, "vs_baseline": ratio(r, base)})
     return rows
 
 
 def book_mode(device: torch.device, args: argparse.Namespace) -> list[dict]:
-    cfg = load_params(ROOT / "params.yaml").variant("mnist_mlp")
-    gan, one = ganlab_iteration(cfg, device)  # the book's own schedule: split D steps, fresh seeds, batch 1
-    ours = measure(repeat(one, args.steps * 20), windows=args.windows, device=device)
-    D, G = book_loop.Discriminator().to(device), book_loop.Generator().to(device)
-    x = synthetic(cfg, args.steps * 20).reshape(-1, 784).numpy()
-    dataset = book_loop.TensorRows(x, device)
-    base = measure(lambda: book_loop.train_gan(D, G, dataset, limit=len(x),
-                                               seed_fn=lambda n: torch.randn(n, device=device)),
-                   windows=args.windows, device=device)
-    return [{"suite": "book", "variant": "mnist_mlp", "batch": 1, "precision": "fp32", "ganlab": ours,
-             "baseline": base, "speedup": ours["median"] / base["median"], "peak_memory_bytes": None}]
-
-
-def flops(device: torch.device, args: argparse.Namespace, name_of_device: str) -> list[dict]:
     rows = []
-    precisions = ["fp32", "bf16"] if device.type == "cuda" else ["fp32"]
-    for name in ([] if args.quick else CONV):
-        for precision in precisions:
-            cfg = variant(name, 128, precision=precision, channels_last=device.type == "cuda")
-            gan, one = ganlab_iteration(cfg, device)
-            per_iteration = count_flops(one)
-            rate = measure(repeat(one, args.steps), windows=args.windows, device=device)
-            achieved = per_iteration * rate["median"] / 128
-            peak = peak_flops(name_of_device, precision)
-            rows.append({"suite": "flops", "variant": name, "batch": 128, "precision": precision, "ganlab": rate,
-                         "flops_per_iteration": per_iteration, "achieved_flops": achieved,
-                         "share_of_peak": achieved / peak if peak else None})
+    for name in (BOOK[:1] if args.quick else BOOK):
+        cfg = variant(name, baseline_schedule=False)  # the book's own schedule: split D steps, fresh seeds
+        n = args.steps * 20
+        x = synthetic(cfg, n)
+        base = timed(device, args, lambda: book_baseline(name, x, device))
+        rows.append({"suite": "book", "variant": name, "batch": 1, "run": "book loop", "settings": {}, **base})
+        runs = {"ganlab": {}} | ({"ganlab cuda graph": {"cuda_graph": True, "fused": True}}
+                                 if device.type == "cuda" else {})
+        for run, settings in runs.items():
+            c = variant(name, baseline_schedule=False, **settings)
+            r = timed(device, args, lambda: (lambda work: lambda: work(n))(trainer(c, x, device)))
+            rows.append({"suite": "book", "variant": name, "batch": 1, "run": run, "settings": settings, **r,
+                         "vs_baseline": ratio(r, base)})
     return rows
 
 
+def book_baseline(name: str, x: torch.Tensor, device: torch.device) -> Callable[[], int]:
+    """The book's loop over its own classes (notebook 08), or over ganlab's copy of the notebook-14 networks."""
+    pytorch_defaults()
+    if name == "mnist_mlp":
+        D, G = book_loop.Discriminator().to(device), book_loop.Generator().to(device)
+        dataset = book_loop.TensorRows(x.reshape(-1, 784).numpy(), device)
+        seed = lambda n: torch.randn(n, device=device)  # noqa: E731
+    else:
+        cfg = variant(name, baseline_schedule=False)
+        gan = build_gan(cfg, x.shape[1:], device)  # the networks only: the book's classes bring their optimisers
+        D, G = book_loop.Discriminator(model=gan.D), book_loop.Generator(model=gan.G)
+        dataset = book_loop.CelebaRows(x.numpy(), device)
+        seed = lambda n: torch.randn(1, n, device=device)  # noqa: E731
+    return lambda: book_loop.train_gan(D, G, dataset, limit=len(x), seed_fn=seed)
+
+
+def flops(device: torch.device, args: argparse.Namespace, device_name: str) -> list[dict]:
+    rows = []
+    for name in ([] if args.quick else CONV):
+        for precision in ("fp32", "bf16") if device.type == "cuda" else ("fp32",):
+            settings = SPEED.get((device.type, precision), {})
+            cfg = variant(name, 128, channels_last=device.type == "cuda", **settings)
+            x = synthetic(cfg, 128 * 4)
+            eager = cfg.model_copy(update={"train": cfg.train.model_copy(update={"cuda_graph": False})})
+            per_iteration = count_flops(lambda: trainer(eager, x, device)(1))
+            r = timed(device, args, lambda: (lambda work: lambda: work(args.steps))(trainer(cfg, x, device)))
+            if "error" not in r:
+                peak = peak_flops(device_name, precision)
+                r["achieved_flops"] = per_iteration * r["images_per_s"]["median"] / 128
+                r["share_of_peak"] = r["achieved_flops"] / peak if peak else None
+            rows.append({"suite": "flops", "variant": name, "batch": 128, "run": f"ganlab {precision} fast",
+                         "settings": settings, "flops_per_iteration": per_iteration, **r})
+    return rows
+
+
+def ratio(r: dict, base: dict) -> Optional[float]:
+    if "error" in r or "error" in base:
+        return None
+    return r["images_per_s"]["median"] / base["images_per_s"]["median"]
+
+
 def table(rows: list[dict]) -> str:
-    out = ["| suite | variant | batch | precision | ganlab images/s (min–max) | baseline images/s | × | "
-           "TFLOP/s (share of peak) | peak memory |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| suite | variant | batch | run | images/s (min–max) | × baseline | TFLOP/s (share of peak) | "
+           "peak memory |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        g, b = r["ganlab"], r.get("baseline")
+        head = f"| {r['suite']} | {r['variant']} | {r['batch']} | {r['run']} |"
+        if "error" in r:
+            out.append(f"{head} failed: {r['error'][:120]} | | | |")
+            continue
+        g = r["images_per_s"]
+        x = f"{r['vs_baseline']:.2f}" if r.get("vs_baseline") else ""
         tf = (f"{r['achieved_flops'] / 1e12:.2f}" + (f" ({100 * r['share_of_peak']:.0f} %)"
               if r.get("share_of_peak") else "")) if "achieved_flops" in r else ""
         mem = f"{r['peak_memory_bytes'] / 1e9:.2f} GB" if r.get("peak_memory_bytes") else ""
-        out.append(f"| {r['suite']} | {r['variant']} | {r['batch']} | {r['precision']} | {g['median']:.0f} "
-                   f"({g['min']:.0f}–{g['max']:.0f}) | {b['median']:.0f} | {r['speedup']:.2f} | {tf} | {mem} |"
-                   if b else f"| {r['suite']} | {r['variant']} | {r['batch']} | {r['precision']} | "
-                   f"{g['median']:.0f} ({g['min']:.0f}–{g['max']:.0f}) | | | {tf} | {mem} |")
+        out.append(f"{head} {g['median']:.0f} ({g['min']:.0f}–{g['max']:.0f}) | {x} | {tf} | {mem} |")
     return "\n".join(out)
 
 
@@ -173,15 +225,17 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20, help="iterations per timed window (x20 in book mode)")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="the baseline's DataLoader")
-    ap.add_argument("--quick", action="store_true", help="the MLP variants only (the CPU run)")
+    ap.add_argument("--quick", action="store_true", help="fp32, the MLP variants only (the CPU run)")
+    ap.add_argument("--out", type=Path, help="where to write the JSON (default bench/results/<device>.json)")
     args = ap.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     rows = batched(device, args) + book_mode(device, args) + flops(device, args, name)
-    print(f"device: {name}, torch {torch.__version__}\n\n{table(rows)}")
-    path = ROOT / "bench/results" / f"{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.json"
-    path.write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args), "rows": rows},
+    set_backends(variant("mnist_mlp").train)  # leave the process as ganlab's defaults found it
+    print(f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads\n\n{table(rows)}")
+    path = args.out or ROOT / "bench/results" / f"{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.json"
+    path.write_text(json.dumps({"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                                "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
                                indent=2) + "\n")
     print(f"\nwrote {path}")
 

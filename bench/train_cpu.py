@@ -22,28 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from baselines import book_loop  # noqa: E402
-from harness import measure  # noqa: E402
+from harness import measure, trainer  # noqa: E402
 
 from ganlab.config import load_params  # noqa: E402
 from ganlab.data.load import load_dataset  # noqa: E402
-from ganlab.train import build_gan, d_update, g_update  # noqa: E402
 
 
 def ganlab_work(batch_size: int, samples: int, data_dir: Path):
     cfg = load_params(ROOT / "params.yaml").variant("mnist_mlp")
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": batch_size, "device": "cpu"})})
-    device = torch.device("cpu")
-    data = load_dataset(cfg.data, data_dir, device)
-    gan = build_gan(cfg, data.shape, device)
-    steps = samples // batch_size
-
-    def work() -> int:
-        for i in range(steps):
-            real, y = data.batch(torch.arange(i * batch_size, (i + 1) * batch_size) % len(data))
-            _, fake, y_fake = d_update(gan, real, y)
-            g_update(gan, batch_size, fake, y_fake)
-        return steps * batch_size
-    return work
+    work = trainer(cfg, load_dataset(cfg.data, data_dir, torch.device("cpu")).x, torch.device("cpu"))
+    return lambda: work(samples // batch_size)
 
 
 def book_work(samples: int, data_dir: Path):

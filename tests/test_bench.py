@@ -1,5 +1,7 @@
 """The benchmark suite's own pieces: FLOP counting against the known count of a layer, and the timing harness."""
 
+import json
+import subprocess
 import sys
 
 import pytest
@@ -9,7 +11,7 @@ from helpers import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 from harness import measure  # noqa: E402
-from run import count_flops, peak_flops  # noqa: E402
+from run import book_baseline, count_flops, peak_flops, synthetic, variant  # noqa: E402
 
 
 def test_flops_of_a_linear_layer_forward_and_backward():
@@ -37,3 +39,27 @@ def test_peak_table():
     assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)
     assert peak_flops("NVIDIA H200", "fp32") == pytest.approx(494.7e12)
     assert peak_flops("cpu", "fp32") is None
+
+
+def test_the_suite_runs_as_a_plain_script(tmp_path):
+    """`bench/run.py --quick` end to end on CPU: every row measured (no configuration failed), JSON and table."""
+    out = tmp_path / "cpu.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench/run.py"), "--quick", "--windows", "1", "--steps", "1",
+                           "--workers", "0", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["suite"], r["variant"], r["run"]) for r in rows] == [
+        ("batched", "mnist_mlp", "baseline (DataLoader loop)"), ("batched", "mnist_mlp", "ganlab"),
+        ("batched", "mnist_mlp", "ganlab fp32 fast"), ("batched", "mnist_vanilla", "baseline (DataLoader loop)"),
+        ("batched", "mnist_vanilla", "ganlab"), ("batched", "mnist_vanilla", "ganlab fp32 fast"),
+        ("book", "mnist_mlp", "book loop"), ("book", "mnist_mlp", "ganlab")]
+    assert all("error" not in r and r["images_per_s"]["median"] > 0 for r in rows)
+    assert rows[-1]["vs_baseline"] == pytest.approx(rows[-1]["images_per_s"]["median"] /
+                                                    rows[-2]["images_per_s"]["median"])
+    assert "| book | mnist_mlp | 1 | ganlab |" in proc.stdout
+
+
+def test_book_baseline_runs_notebook_14s_networks():
+    """The CelebA CNN book loop (the GPU suite's) on CPU: two faces, one book iteration each."""
+    x = synthetic(variant("celeba_cnn", baseline_schedule=False), 2)
+    assert book_baseline("celeba_cnn", x, torch.device("cpu"))() == 2

@@ -15,7 +15,9 @@ from conftest import write_zip
 from ganlab.config import load_params
 from ganlab.data.celeba import pack_celeba
 from ganlab.data.toy import make_toy
-from ganlab.train import GAN, RunPaths, build_gan, fit
+from ganlab.config import ConfigError
+from ganlab.data.load import load_dataset
+from ganlab.train import GAN, GraphedSteps, Logger, RunPaths, Steps, build_gan, fit
 from helpers import REPO, env, mnist_digits, run, write_mnist_h5, write_params
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -166,3 +168,57 @@ def test_every_variant_smoke_through_the_stage(data_dir, tmp_path, name):
         h, w = {"celeba_mlp": (218, 178), "celeba_dcgan": (64, 64), "celeba_wgan_gp": (64, 64)}.get(name, (128, 128))
         side = math.isqrt(PARAMS.variant(name).train.grid_size)  # 16 -> 4x4, 64 -> 8x8
         assert Image.open(grid[0]).size == (side * (w + 2) + 2, side * (h + 2) + 2)
+
+
+# --------------------------------------------------------------------------------------------------- speed settings
+CPU = torch.device("cpu")
+
+
+def run_steps(cfg, data_dir, runner, n):
+    """n iterations of one step runner on the variant's data; the weights and the log rows (one per 5 steps)."""
+    data = load_dataset(cfg.data, data_dir, CPU)
+    gan = build_gan(cfg, data.shape, CPU)
+    log = Logger("test", CPU)
+    steps = runner(gan, data, log)
+    perm, b, rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(1)), cfg.train.batch_size, []
+    for k in range(n):
+        steps(perm[k * b:(k + 1) * b], g_step=(k + 1) % cfg.train.n_critic == 0)
+        if (k + 1) % 5 == 0:
+            rows.append(log.flush(k + 1, 1))
+    return {**gan.G.state_dict(), **gan.D.state_dict()}, rows
+
+
+# The book's batch-1 MLP (split D steps, fresh seeds, Adam), SGD on the 1010 pattern, labels (cgan), BatchNorm with
+# the tutorial's reused fake batch (dcgan64), and the penalty with n_critic 5 (two kinds of iteration).
+@pytest.mark.parametrize("name,batch", [("mnist_mlp", 1), ("pattern_1010", 1), ("mnist_cgan", 1),
+                                        ("mnist_dcgan64", 2), ("mnist_wgan_gp", 2)])
+def test_graphed_steps_give_the_plain_steps_weights(data_dir, name, batch):
+    """GraphedSteps without the capture (CPU): static inputs, warm-up iterations and the in-place restore of
+    models, optimisers and sums, then the same iterations: the weights and logs of the plain path, bit for bit."""
+    cfg = variant(name, batch_size=batch, device="cpu")
+    plain, plain_rows = run_steps(cfg, data_dir, Steps, 15)
+    graphed, graphed_rows = run_steps(cfg, data_dir, lambda *a: GraphedSteps(*a, capture=False), 15)
+    assert plain.keys() == graphed.keys()
+    assert all(torch.equal(plain[k], graphed[k]) for k in plain)
+    assert plain_rows == graphed_rows
+    untrained = {**build_gan(cfg, load_dataset(cfg.data, data_dir, CPU).shape, CPU).G.state_dict()}
+    assert any(not torch.equal(untrained[k], plain[k]) for k in untrained), "the steps did not train G"
+
+
+@pytest.mark.parametrize("setting", ["fused", "compile"])
+def test_speed_setting_keeps_the_maths(data_dir, setting):
+    """The fused optimiser and torch.compile run other kernels: the same weights to float tolerance, and the
+    checkpoint keys of the plain modules (a compiled run's models load anywhere)."""
+    cfg = variant("mnist_mlp", batch_size=8, device="cpu")
+    plain, plain_rows = run_steps(cfg, data_dir, Steps, 10)
+    fast, fast_rows = run_steps(variant("mnist_mlp", batch_size=8, device="cpu", **{setting: True}),
+                                data_dir, Steps, 10)
+    assert plain.keys() == fast.keys()
+    assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+    assert_close([r["d_loss"] for r in fast_rows], [r["d_loss"] for r in plain_rows], rtol=1e-4, atol=1e-5)
+
+
+def test_cuda_graph_without_a_gpu_is_a_clear_error(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="train.cuda_graph is true but training runs on cpu"):
+        train(variant("mnist_mlp", device="cpu", cuda_graph=True, max_steps=2), "mnist_mlp", tmp_path, data_dir)
+    assert not (tmp_path / "models").exists()

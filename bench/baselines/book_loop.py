@@ -51,11 +51,30 @@ class TensorRows(torch.utils.data.Dataset):
         return 0, torch.tensor(self.pixels[index], dtype=torch.float32, device=self.device) / 255.0, target
 
 
+class CelebaRows(torch.utils.data.Dataset):
+    """Notebook 14's CelebA items (a 128x128 face, (1, 3, 128, 128), scaled to [0, 1] on the GPU) from a uint8
+    (N, 3, 128, 128) array in memory; the book reads each from HDF5 and crops it, which is slower still."""
+
+    def __init__(self, pixels, device: torch.device):
+        self.pixels, self.device = pixels, device
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index: int):
+        if index >= len(self.pixels):
+            raise IndexError(index)
+        image = torch.tensor(self.pixels[index], dtype=torch.float32, device=self.device) / 255.0
+        return 0, image.view(1, *image.shape), None
+
+
 class Discriminator(nn.Module):
-    def __init__(self, lr: float = 0.0001):
+    """Notebook 08's D; `model` swaps in another network of raw scores (notebook 14's CNN), Sigmoid kept."""
+
+    def __init__(self, lr: float = 0.0001, model: nn.Module | None = None):
         super().__init__()
-        self.model = nn.Sequential(nn.Linear(784, 200), nn.LeakyReLU(0.02), nn.LayerNorm(200),
-                                   nn.Linear(200, 1), nn.Sigmoid())
+        self.model = nn.Sequential(model, nn.Sigmoid()) if model is not None else nn.Sequential(
+            nn.Linear(784, 200), nn.LeakyReLU(0.02), nn.LayerNorm(200), nn.Linear(200, 1), nn.Sigmoid())
         self.loss_function = nn.BCELoss()
         self.optimiser = torch.optim.Adam(self.parameters(), lr=lr)
         self.counter = 0
@@ -76,10 +95,12 @@ class Discriminator(nn.Module):
 
 
 class Generator(nn.Module):
-    def __init__(self, lr: float = 0.0001):
+    """Notebook 08's G; `model` swaps in another generator (notebook 14's CNN)."""
+
+    def __init__(self, lr: float = 0.0001, model: nn.Module | None = None):
         super().__init__()
-        self.model = nn.Sequential(nn.Linear(100, 200), nn.LeakyReLU(0.02), nn.LayerNorm(200),
-                                   nn.Linear(200, 784), nn.Sigmoid())
+        self.model = model if model is not None else nn.Sequential(
+            nn.Linear(100, 200), nn.LeakyReLU(0.02), nn.LayerNorm(200), nn.Linear(200, 784), nn.Sigmoid())
         self.optimiser = torch.optim.Adam(self.parameters(), lr=lr)
         self.counter = 0
         self.progress = []

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
                       model_validator)
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -198,6 +198,13 @@ class TrainCfg(Strict):
     grid_size: PosInt = 64  # samples in the fixed-noise grid
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of the forward passes (CUDA, or CPU)
     channels_last: bool = False  # NHWC memory layout for convolutional networks (faster on tensor cores)
+    # Speed features (bench/README.md has the measured gains). Off by default: the defaults are the sources' maths
+    # in strict fp32, bitwise reproducible on CPU.
+    tf32: bool = False  # TF32 tensor cores for fp32 matmuls and convolutions (CUDA); false: strict fp32
+    cudnn_benchmark: bool = False  # let cuDNN time its algorithms for each shape (CUDA; not bitwise repeatable)
+    fused: bool = False  # the optimisers' fused kernels (torch.optim fused=True): one launch for all parameters
+    compile: bool = False  # torch.compile G's and D's forward passes (inductor; the first steps compile)
+    cuda_graph: bool = False  # capture the whole iteration in CUDA graphs and replay it: one launch per step
 
 
 class Variant(Strict):
@@ -228,26 +235,9 @@ class ModelOverrides(Strict):
     gp_lambda: Optional[NonNegFloat] = None
 
 
-class TrainOverrides(Strict):
-    epochs: Optional[PosInt] = None
-    batch_size: Optional[PosInt] = None
-    max_steps: Optional[PosInt] = None
-    optimizer: Optional[Literal["sgd", "adam"]] = None
-    lr_g: Optional[PosFloat] = None
-    lr_d: Optional[PosFloat] = None
-    betas: Optional[tuple[float, float]] = None
-    n_critic: Optional[PosInt] = None
-    d_update: Optional[Literal["joint", "split"]] = None
-    g_noise: Optional[Literal["fresh", "reuse"]] = None
-    shuffle: Optional[bool] = None
-    drop_last: Optional[bool] = None
-    seed: Optional[NonNegInt] = None
-    device: Optional[str] = None
-    log_every: Optional[PosInt] = None
-    checkpoint_every: Optional[PosInt] = None
-    grid_size: Optional[PosInt] = None
-    precision: Optional[Literal["fp32", "bf16"]] = None
-    channels_last: Optional[bool] = None
+# Every train key can be overridden globally: the overrides are TrainCfg with each key optional and null.
+TrainOverrides = create_model("TrainOverrides", __base__=Strict,
+                              **{k: (Optional[f.annotation], None) for k, f in TrainCfg.model_fields.items()})
 
 
 class TrackingCfg(Strict):

@@ -70,9 +70,9 @@ def get_loss(name: str) -> Loss:
 
 
 def gradient_penalty(D: Callable[..., Tensor], real: Tensor, fake: Tensor, y: Optional[Tensor],
-                     generator: torch.Generator) -> Tensor:
-    """E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates x_hat between real and fake samples."""
-    eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, generator=generator)
+                     eps: Tensor) -> Tensor:
+    """E[(||grad_x D(x_hat)||_2 - 1)^2] on the interpolates x_hat = eps * real + (1 - eps) * fake, where eps
+    (B, 1, ...) is uniform in [0, 1), one weight per sample (the caller draws it; see train.Draws)."""
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(D(x_hat, y).sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()

@@ -7,6 +7,11 @@ whether G steps on a fresh latent batch or on the D step's fake batch (`g_noise`
 A "step" consumes one real batch and updates D once; G is updated after every `n_critic` steps.
 All randomness of the loop (permutations, latents, labels, penalty interpolates) comes from one torch.Generator
 on the training device, saved in each checkpoint, so a killed run resumes to bitwise the same weights on CPU.
+
+A step's maths is `iteration`; `Steps` runs it eagerly (the default), `GraphedSteps` replays it as a captured CUDA
+graph (`train.cuda_graph`), drawing the same random numbers in the same order, so both give the same weights.
+The other speed settings (`tf32`, `cudnn_benchmark`, `fused`, `compile`, `precision`, `channels_last`) change
+kernels, not the schedule; all are off by default.
 """
 
 from __future__ import annotations
@@ -17,16 +22,17 @@ import os
 import resource
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ganlab.config import ConfigError, Variant
+from ganlab.config import ConfigError, TrainCfg, Variant
 from ganlab.data.load import Dataset, load_dataset
 from ganlab.images import make_grid, save_png
 from ganlab.losses import Loss, get_loss, gradient_penalty
@@ -90,20 +96,44 @@ class GAN:
     rng: torch.Generator
 
     def autocast(self) -> torch.autocast:
-        """Forward passes in bf16 when `train.precision: bf16` (weights, optimiser and losses stay fp32)."""
+        """Forward passes in bf16 when `train.precision: bf16` (weights, optimiser and losses stay fp32). No cast
+        cache: a captured CUDA graph must not hold on to casts made outside it (each region is one or two passes)."""
         return torch.autocast(self.rng.device.type, dtype=torch.bfloat16,
-                              enabled=self.cfg.train.precision == "bf16")
+                              enabled=self.cfg.train.precision == "bf16", cache_enabled=False)
 
-    def latent(self, n: int) -> tuple[Tensor, Optional[Tensor]]:
+    def latent(self, n: int, rng: Optional[torch.Generator] = None) -> tuple[Tensor, Optional[Tensor]]:
         """A latent batch (n, nz) from the variant's seed distribution, and random labels when conditional."""
-        m, dev = self.cfg.model, self.rng.device
+        m, dev, rng = self.cfg.model, self.rng.device, rng or self.rng
         shape = (n, m.nz)
         z = {"const": lambda: torch.full(shape, 0.5, device=dev),
-             "rand": lambda: torch.rand(shape, device=dev, generator=self.rng),
-             "randn": lambda: torch.randn(shape, device=dev, generator=self.rng),
-             "uniform": lambda: torch.rand(shape, device=dev, generator=self.rng) * 2 - 1}[m.latent]()
-        y = torch.randint(0, m.n_classes, (n,), device=dev, generator=self.rng) if m.n_classes else None
+             "rand": lambda: torch.rand(shape, device=dev, generator=rng),
+             "randn": lambda: torch.randn(shape, device=dev, generator=rng),
+             "uniform": lambda: torch.rand(shape, device=dev, generator=rng) * 2 - 1}[m.latent]()
+        y = torch.randint(0, m.n_classes, (n,), device=dev, generator=rng) if m.n_classes else None
         return z, y
+
+
+@dataclass
+class Draws:
+    """The randomness of one iteration, in the order its steps use it: D's fake batch (z_d, y_d), the penalty's
+    interpolation weights (eps), G's fresh batch (z_g, y_g). Drawn before the maths rather than inside it, so that a
+    captured CUDA graph replays the same maths on new draws, and every way of running a step consumes the one
+    random stream alike."""
+
+    z_d: Tensor
+    y_d: Optional[Tensor]
+    eps: Optional[Tensor]
+    z_g: Optional[Tensor]
+    y_g: Optional[Tensor]
+
+
+def draw(gan: GAN, real_shape: tuple[int, ...], g_step: bool, rng: Optional[torch.Generator] = None) -> Draws:
+    n, rng = real_shape[0], rng or gan.rng
+    z_d, y_d = gan.latent(n, rng)
+    eps = (torch.rand((n,) + (1,) * (len(real_shape) - 1), device=z_d.device, generator=rng)
+           if gan.loss.penalty else None)
+    z_g, y_g = gan.latent(n, rng) if g_step and gan.cfg.train.g_noise == "fresh" else (None, None)
+    return Draws(z_d, y_d, eps, z_g, y_g)
 
 
 def _step(opt: torch.optim.Optimizer, loss: Tensor) -> None:
@@ -115,7 +145,7 @@ def _step(opt: torch.optim.Optimizer, loss: Tensor) -> None:
 D_PARTS = ("d_real", "d_fake", "d_gp", "d_x", "d_gz")  # the order of d_update's stats vector
 
 
-def d_update(gan: GAN, real: Tensor, y: Optional[Tensor]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+def d_update(gan: GAN, real: Tensor, y: Optional[Tensor], r: Draws) -> tuple[Tensor, Tensor, Optional[Tensor]]:
     """Update D on real (target "real") and `fake.detach()` (target "fake").
     Returns the stats vector (D_PARTS, detached; one tensor so that logging costs one op per step), and the fake
     batch with its labels for `g_noise: reuse`."""
@@ -126,39 +156,56 @@ def d_update(gan: GAN, real: Tensor, y: Optional[Tensor]) -> tuple[Tensor, Tenso
     d_real = L.d_real(s_real)
     if split:  # the book: D.train(real, 1) is its own optimiser step ...
         _step(gan.opt_d, d_real)
-    z, y_fake = gan.latent(real.shape[0])
     with gan.autocast():
-        fake = G(z, y_fake)  # (B, ...) keeps its graph to G for `reuse`
-        s_fake = D(fake.detach(), y_fake).float()
-        gp = (gan.cfg.model.gp_lambda * gradient_penalty(D, real, fake.detach(), y, gan.rng)
+        fake = G(r.z_d, r.y_d)  # (B, ...) keeps its graph to G for `reuse`
+        s_fake = D(fake.detach(), r.y_d).float()
+        gp = (gan.cfg.model.gp_lambda * gradient_penalty(D, real, fake.detach(), y, r.eps)
               if L.penalty else real.new_zeros(()))
     d_fake = L.d_fake(s_fake)
     # ... and D.train(G(seed).detach(), 0) another; joint: one step on the sum (CS231n, DCGAN tutorial).
     _step(gan.opt_d, d_fake + gp if split else d_real + d_fake + gp)
     stats = torch.stack([d_real, d_fake, gp.float(), L.link(s_real).mean(), L.link(s_fake).mean()]).detach()
-    return stats, fake, y_fake
+    return stats, fake, r.y_d
 
 
-def g_update(gan: GAN, n: int, fake: Tensor, y_fake: Optional[Tensor]) -> Tensor:
+def g_update(gan: GAN, fake: Tensor, y_fake: Optional[Tensor], r: Draws) -> Tensor:
     """Update G through D with target "real": on a fresh latent batch (the book, CS231n), or on the D step's fake
     batch (`reuse`, the DCGAN tutorial). Returns G's loss, detached."""
     gan.D.requires_grad_(False)  # D's gradients from this step would be discarded anyway
     with gan.autocast():
         if gan.cfg.train.g_noise == "fresh":
-            z, y_fake = gan.latent(n)
-            fake = gan.G(z, y_fake)
+            fake, y_fake = gan.G(r.z_g, r.y_g), r.y_g
         g_loss = gan.loss.g(gan.D(fake, y_fake).float())
     _step(gan.opt_g, g_loss)
     gan.D.requires_grad_(True)
     return g_loss.detach()
 
 
+def iteration(gan: GAN, real: Tensor, y: Optional[Tensor], r: Draws, g_step: bool, log: "Logger") -> None:
+    """One step: D's update on this real batch, then G's when it is due; their stats are added to `log`'s sums on
+    the device. No host synchronisation and no randomness inside, so it can be captured as a CUDA graph."""
+    stats, fake, y_fake = d_update(gan, real, y, r)
+    log.add_d(stats)
+    if g_step:
+        log.add_g(g_update(gan, fake, y_fake, r))
+
+
 # --------------------------------------------------------------------------------------------------- set-up
 def make_optimizer(params: Any, cfg: Variant, lr: float) -> torch.optim.Optimizer:
+    """SGD or Adam; `fused` picks the one-kernel implementation, else the multi-tensor (foreach) one. A captured
+    Adam keeps its step count on the device (capturable)."""
     t = cfg.train
+    kernels = {"fused": True} if t.fused else {"foreach": True}
     if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr)
-    return torch.optim.Adam(params, lr=lr, betas=t.betas, foreach=True)
+        return torch.optim.SGD(params, lr=lr, **kernels)
+    return torch.optim.Adam(params, lr=lr, betas=t.betas, capturable=t.cuda_graph, **kernels)
+
+
+def set_backends(t: TrainCfg) -> None:
+    """The process-wide switches of `train`: TF32 (false: strict fp32 in matmuls and cuDNN convolutions, as the
+    sources' pre-Ampere GPUs computed) and cuDNN's autotuner."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
+    torch.backends.cudnn.benchmark = t.cudnn_benchmark
 
 
 def build_gan(cfg: Variant, data_shape: tuple[int, ...], device: torch.device) -> GAN:
@@ -167,6 +214,9 @@ def build_gan(cfg: Variant, data_shape: tuple[int, ...], device: torch.device) -
     G, D = G.to(device), D.to(device)
     if cfg.train.channels_last:  # NHWC weights; batches are made NHWC in Dataset.batch
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    if cfg.train.compile:  # in place: the modules, their state_dict keys and checkpoints stay as they are
+        G.compile()
+        D.compile()
     rng = torch.Generator(device).manual_seed(cfg.train.seed)
     return GAN(G, D, make_optimizer(G.parameters(), cfg, cfg.train.lr_g),
                make_optimizer(D.parameters(), cfg, cfg.train.lr_d), get_loss(cfg.model.loss), cfg, rng)
@@ -254,21 +304,30 @@ def load_checkpoint(path: Path, gan: GAN) -> Optional[Progress]:
 
 # --------------------------------------------------------------------------------------------------- the loop
 class Logger:
-    """Sums the step's stats on the device and reads them back only when a row is due (one sync per row)."""
+    """Sums the steps' stats on the device, in place (so a captured graph can add to the same buffers), and reads
+    them back only when a row is due: one sync per row."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, device: torch.device):
         self.name = name
-        self.d_sum: Optional[Tensor] = None
-        self.g_sum: Optional[Tensor] = None
+        self.d_sum = torch.zeros(len(D_PARTS), device=device)
+        self.g_sum = torch.zeros((), device=device)
         self.nd = self.ng = 0
 
     def add_d(self, stats: Tensor) -> None:
-        self.d_sum = stats.clone() if self.d_sum is None else self.d_sum.add_(stats)
-        self.nd += 1
+        self.d_sum.add_(stats)
 
     def add_g(self, g_loss: Tensor) -> None:
-        self.g_sum = g_loss.clone() if self.g_sum is None else self.g_sum.add_(g_loss)
-        self.ng += 1
+        self.g_sum.add_(g_loss)
+
+    def count(self, g_step: bool) -> None:
+        """One more iteration has been added (on the host: a replayed graph adds without running this code)."""
+        self.nd += 1
+        self.ng += g_step
+
+    def reset(self) -> None:
+        self.d_sum.zero_()
+        self.g_sum.zero_()
+        self.nd = self.ng = 0
 
     def flush(self, step: int, epoch: int) -> Optional[dict[str, float]]:
         if not self.nd:
@@ -281,8 +340,99 @@ class Logger:
             if not math.isfinite(row[k]):
                 raise TrainingDiverged(f"{self.name}: {k} became {row[k]} by step {step} (epoch {epoch}); "
                                        f"lower the learning rates, or try another loss (model.loss)")
-        self.d_sum, self.g_sum, self.nd, self.ng = None, None, 0, 0
+        self.reset()
         return {k: row[k] for k in LOG_COLUMNS}
+
+
+class Steps:
+    """Runs iterations eagerly, one kernel launch per operation: the default, and the reference for GraphedSteps."""
+
+    def __init__(self, gan: GAN, data: Dataset, log: Logger):
+        self.gan, self.data, self.log = gan, data, log
+
+    def __call__(self, idx: Tensor, g_step: bool) -> None:
+        real, y = self.data.batch(idx, self.gan.cfg.train.channels_last)
+        iteration(self.gan, real, y, draw(self.gan, real.shape, g_step), g_step, self.log)
+        self.log.count(g_step)
+
+
+class GraphedSteps(Steps):
+    """`train.cuda_graph`: the whole iteration (batch gather, D's step or steps, G's step, the log sums) captured in
+    a CUDA graph, one per kind of iteration (with and without G's step), and replayed: one launch per step instead
+    of hundreds, which is what batch-1 book mode and the small MLPs wait on. Before each replay the batch indices
+    and the draws are copied into the graph's static inputs, drawn from the run's generator as `Steps` draws them.
+
+    Capture needs warm-up iterations (optimiser state, autograd's streams, cuDNN's choices); they run on static
+    inputs from a throwaway generator and the models, optimisers and sums are then put back as they were, in place,
+    so the run's numbers do not depend on the warm-up. `capture=False` runs the same static-input path without
+    capturing (CPU; the tests compare it with `Steps`). A short last batch (drop_last: false) runs eagerly."""
+
+    WARMUP = 3
+
+    def __init__(self, gan: GAN, data: Dataset, log: Logger, capture: bool = True):
+        super().__init__(gan, data, log)
+        b, dev = gan.cfg.train.batch_size, gan.rng.device
+        self.idx = torch.zeros(b, dtype=torch.long, device=dev)
+        real, _ = data.batch(self.idx, gan.cfg.train.channels_last)
+        self.real_shape = tuple(real.shape)
+        self.static = draw(gan, self.real_shape, True, torch.Generator(dev).manual_seed(0))
+        kinds = [True] if gan.cfg.train.n_critic == 1 else [False, True]  # does the iteration step G?
+        self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
+        with restored(gan, log):
+            side = torch.cuda.Stream(dev) if capture else None  # warm up off the default stream, as capture wants
+            if side:
+                side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                for _ in range(self.WARMUP):
+                    for g_step in kinds:
+                        self.run(g_step)
+            if not side:
+                return
+            torch.cuda.current_stream(dev).wait_stream(side)
+            for g_step in kinds:
+                self.graphs[g_step] = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graphs[g_step]):
+                    self.run(g_step)
+
+    def run(self, g_step: bool) -> None:
+        """The captured function: everything reads the static inputs."""
+        real, y = self.data.batch(self.idx, self.gan.cfg.train.channels_last)
+        iteration(self.gan, real, y, self.static, g_step, self.log)
+
+    def __call__(self, idx: Tensor, g_step: bool) -> None:
+        if idx.shape[0] != self.idx.shape[0]:
+            return super().__call__(idx, g_step)
+        self.idx.copy_(idx)
+        fresh = draw(self.gan, self.real_shape, g_step)
+        for name, value in vars(fresh).items():
+            if value is not None:
+                getattr(self.static, name).copy_(value)
+        if self.graphs:
+            self.graphs[g_step].replay()
+        else:
+            self.run(g_step)
+        self.log.count(g_step)
+
+
+@contextmanager
+def restored(gan: GAN, log: Logger) -> Iterator[None]:
+    """Put the models' parameters and buffers, the optimisers' state and the log sums back as they were on entry,
+    in place (a captured graph holds their addresses). Optimiser state created inside is zeroed: that is its
+    fresh value (Adam: step 0, zero moments)."""
+    tensors = [*gan.G.parameters(), *gan.G.buffers(), *gan.D.parameters(), *gan.D.buffers()]
+    saved = [t.detach().clone() for t in tensors]
+    opt_saved = [{p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)} for p, st in opt.state.items()}
+                 for opt in (gan.opt_g, gan.opt_d)]
+    yield
+    with torch.no_grad():
+        for t, before in zip(tensors, saved):
+            t.copy_(before)
+        for opt, before in zip((gan.opt_g, gan.opt_d), opt_saved):
+            for p, st in opt.state.items():
+                for k, v in st.items():
+                    if torch.is_tensor(v):
+                        v.copy_(before[p][k]) if p in before else v.zero_()
+    log.reset()
 
 
 def plan(cfg: Variant, n: int) -> tuple[int, int]:
@@ -295,7 +445,7 @@ def plan(cfg: Variant, n: int) -> tuple[int, int]:
     return per_epoch, min(total, cfg.train.max_steps or total)
 
 
-def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, per_epoch: int, total: int,
+def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps, per_epoch: int, total: int,
               ckpt: Path, tracker: Tracker, bar: tqdm) -> None:
     t, b = gan.cfg.train, gan.cfg.train.batch_size
     if prog.perm is None:  # a fresh epoch; a resumed one keeps the order it started with
@@ -304,12 +454,8 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, per_epoch: i
                      else torch.arange(n, device=gan.rng.device))
     while prog.step < total and prog.step - prog.epoch * per_epoch < per_epoch:
         i = prog.step - prog.epoch * per_epoch
-        real, y = data.batch(prog.perm[i * b:(i + 1) * b], t.channels_last)
-        stats, fake, y_fake = d_update(gan, real, y)
-        log.add_d(stats)
+        steps(prog.perm[i * b:(i + 1) * b], g_step=(prog.step + 1) % t.n_critic == 0)
         prog.step += 1
-        if prog.step % t.n_critic == 0:
-            log.add_g(g_update(gan, real.shape[0], fake, y_fake))
         bar.update(1)
         checkpoint = prog.step % t.checkpoint_every == 0 and prog.step < total
         # Flush at checkpoints too, so a resumed run logs exactly the rows an uninterrupted one does.
@@ -327,6 +473,10 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, per_epoch: i
 def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) -> dict[str, Any]:
     """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics."""
     device = resolve_device(cfg.train.device)
+    if cfg.train.cuda_graph and device.type != "cuda":
+        raise ConfigError(f"train.cuda_graph is true but training runs on {device}: CUDA graphs need a CUDA "
+                          f"device; set train.cuda_graph: false (or run where a GPU is)")
+    set_backends(cfg.train)
     data = load_dataset(cfg.data, paths.data_dir, device)
     per_epoch, total = plan(cfg, len(data))
     gan = build_gan(cfg, data.shape, device)
@@ -338,13 +488,14 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prog.run_id = tracker.start(cfg, prog.run_id)
-    log, started = Logger(name), time.perf_counter() - prog.wall_s
+    log, started = Logger(name, device), time.perf_counter() - prog.wall_s
+    steps = (GraphedSteps if cfg.train.cuda_graph else Steps)(gan, data, log)
     try:
         while prog.step < total:
             with tqdm(total=min(per_epoch, total - prog.epoch * per_epoch), initial=prog.step - prog.epoch * per_epoch,
                       desc=f"{name} epoch {prog.epoch + 1}/{cfg.train.epochs}", file=sys.stderr,
                       mininterval=1.0, dynamic_ncols=True) as bar:
-                run_epoch(gan, data, prog, log, per_epoch, total, ckpt, tracker, bar)
+                run_epoch(gan, data, prog, log, steps, per_epoch, total, ckpt, tracker, bar)
             end_epoch(gan, data, prog, fixed_z, fixed_y, tracker)
             prog.wall_s = time.perf_counter() - started
     except BaseException as exc:
