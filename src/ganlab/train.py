@@ -390,6 +390,8 @@ class GraphedSteps(Steps):
                 return
             torch.cuda.current_stream(dev).wait_stream(side)
             for g_step in kinds:
+                for opt in (gan.opt_g, gan.opt_d):  # the graph's backward allocates the grads from its own pool
+                    opt.zero_grad(set_to_none=True)
                 self.graphs[g_step] = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(self.graphs[g_step]):
                     self.run(g_step)
