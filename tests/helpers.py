@@ -71,7 +71,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.
 def make_repo(root: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """A fresh git + DVC repository holding the project's pipeline (dvc.yaml, stages/, src/) and edited params."""
     root.mkdir(parents=True, exist_ok=True)
-    for item in ("dvc.yaml", ".dvcignore"):
+    for item in ("dvc.yaml", ".dvcignore", ".gitignore"):  # .gitignore: the MLflow store stays out of git
         shutil.copy(REPO / item, root / item)
     for d in ("stages", "src"):
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

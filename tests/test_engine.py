@@ -1,6 +1,9 @@
 """The training engine: the book's schedule against its own loop, learning, determinism, resume, divergence."""
 
+import json
 import math
+import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -9,14 +12,15 @@ import time
 import pandas
 import pytest
 import torch
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
 from torch.testing import assert_close
 
 from conftest import write_zip
-from ganlab.config import load_params
+from ganlab.config import ConfigError, load_params
 from ganlab.data.celeba import pack_celeba
-from ganlab.data.toy import make_toy
-from ganlab.config import ConfigError
 from ganlab.data.load import load_dataset
+from ganlab.data.toy import make_toy
 from ganlab.train import GAN, GraphedSteps, Logger, RunPaths, Steps, build_gan, fit
 from helpers import REPO, env, mnist_digits, run, write_mnist_h5, write_params
 
@@ -146,13 +150,42 @@ def test_divergence_stops_with_a_clear_error(data_dir, tmp_path):
     assert not (tmp_path / "models" / "mnist_lsgan").exists()
 
 
+@pytest.fixture(scope="module")
+def train_stage(tmp_path_factory):
+    """stages/train.py's main, run in this process (the stage's code as it is, without a Python start per variant)
+    against one MLflow store for the module: {"store": path, "main": callable(argv, cwd) -> exit code}."""
+    store = tmp_path_factory.mktemp("mlruns")
+    main = runpy.run_path(str(REPO / "stages/train.py"))["main"]
+
+    def call(argv, cwd):
+        saved = os.getcwd(), sys.argv, signal.getsignal(signal.SIGTERM), os.environ.get("MLFLOW_TRACKING_URI")
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+        os.chdir(cwd)
+        sys.argv = ["stages/train.py", *argv]
+        try:
+            return main()
+        finally:
+            os.chdir(saved[0])
+            sys.argv = saved[1]
+            signal.signal(signal.SIGTERM, saved[2])
+            if saved[3] is None:
+                del os.environ["MLFLOW_TRACKING_URI"]
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = saved[3]
+    return {"store": store, "main": call}
+
+
 @pytest.mark.parametrize("name", sorted(PARAMS.variants))
-def test_every_variant_smoke_through_the_stage(data_dir, tmp_path, name):
+def test_every_variant_smoke_through_the_stage(data_dir, tmp_path, name, train_stage):
     def edit(p):
         p["train"].update(max_steps=3, batch_size=2, log_every=1, device="cpu")
     write_params(tmp_path / "params.yaml", edit)
-    run(stage(tmp_path, data_dir, name), tmp_path)  # the MLflow store goes to tmp_path/mlruns
-    import json
+    assert train_stage["main"]([name, "--params", str(tmp_path / "params.yaml"), "--data-dir", str(data_dir),
+                                "--root", str(tmp_path)], tmp_path) == 0
+    client = MlflowClient(f"sqlite:///{train_stage['store'] / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ganlab").experiment_id],
+                              filter_string=f"tags.variant = '{name}'", run_view_type=ViewType.ALL)
+    assert [r.info.status for r in runs] == ["FINISHED"]
     m = json.loads((tmp_path / "metrics" / name / "train.json").read_text())
     assert m["steps"] == 3 and m["images_seen"] == 6
     assert set(m) >= {"d_loss", "g_loss", "d_x", "d_gz", "wall_time_s", "images_per_s", "peak_memory_bytes"}

@@ -65,7 +65,9 @@ def exp_rows(root):
     return rows
 
 
-def test_repro_then_an_ablation_with_exp_run(repo):
+def test_repro_an_ablation_and_queued_experiments(repo):
+    """What a user types, in order: `dvc repro`, an ablation with `dvc exp run -S`, two queued experiments run two
+    at a time (each in its own copy under .dvc/tmp/exps, logging to the main store), and a bad value."""
     run(["dvc", "repro"], repo)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"download_mnist", "download_celeba", "pack_celeba", "make_toy", "train_classifier",
@@ -94,16 +96,6 @@ def test_repro_then_an_ablation_with_exp_run(repo):
     plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)
     assert {f"plots/{v}/losses.csv" for v in VARIANTS} <= set(plots["data"])
 
-    bad = run(["dvc", "exp", "run", "-S", "model.loss=foo"], repo, check=False)
-    assert bad.returncode != 0
-    out = bad.stdout + bad.stderr
-    assert "model.loss = 'foo'" in out and "'bce', 'mse', 'lsgan', 'wgan_gp' or 'hinge'" in out
-    assert "epoch 1/" not in out  # it failed before any training
-
-
-def test_queued_experiments_land_in_the_main_store(repo):
-    run(["dvc", "repro"], repo)
-    git_commit_all(repo, "baseline")
     for seed in (1, 2):
         run(["dvc", "exp", "run", "--queue", "-S", f"train.seed={seed}"], repo)
     run(["dvc", "queue", "start", "-j", "2"], repo)
@@ -114,10 +106,16 @@ def test_queued_experiments_land_in_the_main_store(repo):
             break
         time.sleep(2)
     assert status.count("Success") == 2, status
-    queued = [r for r in mlflow_runs(repo) if r.data.tags.get("dvc_exp_name")]
-    assert len(queued) == 4 and all(r.info.status == "FINISHED" for r in queued)
+    queued = [r for r in mlflow_runs(repo) if r.data.params["train.seed"] in ("1", "2")]
+    assert len(queued) == 4 and all(r.info.status == "FINISHED" and r.data.tags["dvc_exp_name"] for r in queued)
     assert sorted(r.data.params["train.seed"] for r in queued) == ["1", "1", "2", "2"]
     assert not list((repo / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))  # nothing went to the copies
+
+    bad = run(["dvc", "exp", "run", "-S", "model.loss=foo"], repo, check=False)
+    assert bad.returncode != 0
+    out = bad.stdout + bad.stderr
+    assert "model.loss = 'foo'" in out and "'bce', 'mse', 'lsgan', 'wgan_gp' or 'hinge'" in out
+    assert "epoch 1/" not in out  # it failed before any training
 
 
 def test_celeba_branch(pipeline):
