@@ -1,8 +1,9 @@
 """params.yaml is checked once, at the edge: every mistake names the key, the value and what is allowed."""
 
 import pytest
+import yaml
 
-from ganlab.config import ConfigError, load_params
+from ganlab.config import ConfigError, ModelOverrides, TrainCfg, load_params
 from helpers import REPO, write_params
 
 
@@ -19,6 +20,15 @@ def test_repo_params_load_and_every_variant_resolves():
     # every global override key is listed with its null, so `dvc exp run -S` can set it without `+`
     assert all(v is None for v in params.model.model_dump().values())
     assert all(v is None for v in params.train.model_dump().values())
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(raw["train"]) == set(TrainCfg.model_fields) and set(raw["model"]) == set(ModelOverrides.model_fields)
+
+
+def test_a_global_override_is_checked_as_the_variant_key_is(tmp_path):
+    def edit(p):
+        p["train"].update(epochs=0)
+    with pytest.raises(ConfigError, match=r"params.yaml: train\.epochs = 0: .*greater than or equal to 1"):
+        load_edited(tmp_path, edit)
 
 
 def test_unknown_key_is_named(tmp_path):

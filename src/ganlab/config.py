@@ -236,8 +236,9 @@ class ModelOverrides(Strict):
 
 
 # Every train key can be overridden globally: the overrides are TrainCfg with each key optional and null.
-TrainOverrides = create_model("TrainOverrides", __base__=Strict,
-                              **{k: (Optional[f.annotation], None) for k, f in TrainCfg.model_fields.items()})
+TrainOverrides = create_model("TrainOverrides", __base__=Strict, **{
+    k: (Optional[Annotated[(f.annotation, *f.metadata)]] if f.metadata else Optional[f.annotation], None)
+    for k, f in TrainCfg.model_fields.items()})
 
 
 class TrackingCfg(Strict):
