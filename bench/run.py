@@ -172,7 +172,7 @@ def book_baseline(name: str, x: torch.Tensor, device: torch.device) -> Callable[
         cfg = variant(name, baseline_schedule=False)
         gan = build_gan(cfg, x.shape[1:], device)  # the networks only: the book's classes bring their optimisers
         D, G = book_loop.Discriminator(model=gan.D), book_loop.Generator(model=gan.G)
-        dataset = book_loop.CelebaRows(x.numpy(), device)
+        dataset = book_loop.TensorRows(x.numpy(), device)
         seed = lambda n: torch.randn(1, n, device=device)  # noqa: E731
     return lambda: book_loop.train_gan(D, G, dataset, limit=len(x), seed_fn=seed)
 

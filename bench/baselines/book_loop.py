@@ -35,25 +35,9 @@ class MnistDataset(torch.utils.data.Dataset):
 
 
 class TensorRows(torch.utils.data.Dataset):
-    """The same items as MnistDataset from a uint8 array, on `device` (the book's GPU notebooks set CUDA as the
-    default tensor type, so every item is created on the GPU)."""
-
-    def __init__(self, pixels, device: torch.device):
-        self.pixels, self.device = pixels, device
-
-    def __len__(self) -> int:
-        return len(self.pixels)
-
-    def __getitem__(self, index: int):
-        if index >= len(self.pixels):
-            raise IndexError(index)
-        target = torch.zeros((10), device=self.device)
-        return 0, torch.tensor(self.pixels[index], dtype=torch.float32, device=self.device) / 255.0, target
-
-
-class CelebaRows(torch.utils.data.Dataset):
-    """Notebook 14's CelebA items (a 128x128 face, (1, 3, 128, 128), scaled to [0, 1] on the GPU) from a uint8
-    (N, 3, 128, 128) array in memory; the book reads each from HDF5 and crops it, which is slower still."""
+    """The book's items from a uint8 array in memory, created on `device` (the book's GPU notebooks set CUDA as the
+    default tensor type): for 784-pixel rows, MnistDataset's (label, image, one-hot target); for (3, 128, 128)
+    faces, notebook 14's (1, 3, 128, 128) image (the book reads each face from HDF5 and crops it: slower still)."""
 
     def __init__(self, pixels, device: torch.device):
         self.pixels, self.device = pixels, device
@@ -65,7 +49,9 @@ class CelebaRows(torch.utils.data.Dataset):
         if index >= len(self.pixels):
             raise IndexError(index)
         image = torch.tensor(self.pixels[index], dtype=torch.float32, device=self.device) / 255.0
-        return 0, image.view(1, *image.shape), None
+        if image.dim() == 1:
+            return 0, image, torch.zeros((10), device=self.device)
+        return 0, image.unsqueeze(0), None
 
 
 class Discriminator(nn.Module):
