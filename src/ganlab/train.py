@@ -491,8 +491,8 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) 
         torch.cuda.reset_peak_memory_stats(device)
     prog.run_id = tracker.start(cfg, prog.run_id)
     log, started = Logger(name, device), time.perf_counter() - prog.wall_s
-    steps = (GraphedSteps if cfg.train.cuda_graph else Steps)(gan, data, log)
     try:
+        steps = (GraphedSteps if cfg.train.cuda_graph else Steps)(gan, data, log)  # capture fails the run too
         while prog.step < total:
             with tqdm(total=min(per_epoch, total - prog.epoch * per_epoch), initial=prog.step - prog.epoch * per_epoch,
                       desc=f"{name} epoch {prog.epoch + 1}/{cfg.train.epochs}", file=sys.stderr,
