@@ -39,9 +39,13 @@ sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "src")] + [str(ROOT / "bench/.de
 from baselines import book_loop, dataloader_loop  # noqa: E402
 from harness import measure, trainer  # noqa: E402
 
-from ganlab.config import Variant, load_params  # noqa: E402
-from ganlab.data.load import resize  # noqa: E402
-from ganlab.train import build_gan, resolve_device, set_backends  # noqa: E402
+try:
+    from ganlab.config import Variant, load_params
+    from ganlab.data.load import resize
+    from ganlab.train import build_gan, resolve_device, set_backends
+except ModuleNotFoundError as err:
+    sys.exit(f"bench: {err}. On a machine that has torch but not ganlab's dependencies, run `make bench-deps` "
+             f"where ganlab is installed and bring bench/.deps along (bench/README.md)")
 
 BATCHED = ["mnist_mlp", "mnist_vanilla", "mnist_dcgan64", "celeba_dcgan", "celeba_cnn"]
 CONV = ["mnist_dcgan64", "celeba_dcgan", "celeba_cnn"]

@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=5)
     ap.add_argument("--variants", nargs="+", default=["mnist_mlp:1", "mnist_vanilla:128", "celeba_dcgan:128"])
     ap.add_argument("--images", type=int, default=2560, help="images per timed window (batch 1: 400 at most)")
+    ap.add_argument("--out", type=Path, help="where to write the JSON (default bench/results/settings-<device>.json)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -62,7 +63,8 @@ def main() -> None:
                          "vs_defaults": rate["median"] / base})
             print(f"| {vname} | {batch} | {label} | {rate['median']:.0f} ({rate['min']:.0f}–{rate['max']:.0f}) | "
                   f"{rate['median'] / base:.2f} |", flush=True)
-    path = ROOT / "bench/results" / f"settings-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.json"
+    device_slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+    path = args.out or ROOT / "bench/results" / f"settings-{device_slug}.json"
     path.write_text(json.dumps({"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
                                 "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {path}")
