@@ -1,6 +1,6 @@
 """The speed suite: ganlab's trainer against plain PyTorch baselines, on one device, in one run.
 
-    python bench/run.py [--device auto] [--windows 5] [--steps 20] [--quick]
+    python bench/run.py [--device auto] [--windows 5] [--steps 20] [--quick | --no-quick]
 
 1. Batched images/s at batch 128: the pytorch/examples DCGAN loop (bench/baselines/dataloader_loop.py: Dataset +
    DataLoader workers + per-batch .to(device) + .item() logging, PyTorch's default backend settings) against
@@ -12,7 +12,8 @@
    torch.utils.flop_counter on an eager iteration) as a share of the device's peak for the precision used.
 4. Peak device memory of every run (CUDA: max_memory_allocated, reset before each run; on CPU not reported).
 Every figure is the median of `--windows` timed windows after a warm-up, with min and max; ratios are taken
-within the run. A configuration that fails is reported with its error instead of stopping the suite.
+within the run. On CPU only the quick suite runs unless --no-quick. A configuration that fails is reported with
+its error instead of stopping the suite.
 Writes bench/results/<device>.json and prints a markdown table. Data are synthetic uint8 images of each
 variant's shape: speed does not depend on pixel values, and the GPU machine has no data sets.
 """
@@ -229,11 +230,15 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20, help="iterations per timed window (x20 in book mode)")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="the baseline's DataLoader")
-    ap.add_argument("--quick", action="store_true", help="fp32, the MLP variants only (the CPU run)")
+    ap.add_argument("--quick", action=argparse.BooleanOptionalAction, default=None,
+                    help="fp32, the MLP variants only; the default on CPU, where the whole suite takes hours")
     ap.add_argument("--out", type=Path, help="where to write the JSON (default bench/results/<device>.json)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if args.quick is None:
+        args.quick = device.type == "cpu"
+        print("CPU: the quick suite (fp32, MLP variants); --no-quick runs everything" * args.quick, flush=True)
     rows = batched(device, args) + book_mode(device, args) + flops(device, args, name)
     set_backends(variant("mnist_mlp").train)  # leave the process as ganlab's defaults found it
     print(f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads\n\n{table(rows)}")

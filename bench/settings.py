@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "src")] + [str(ROOT / "bench/.deps")] * (ROOT / "bench/.deps").is_dir()
+sys.path.insert(0, str(ROOT / "bench"))
 
+from run import synthetic, variant  # noqa: E402  (first: it puts src/ and bench/.deps on the path)
 from harness import measure, trainer  # noqa: E402
-from run import synthetic, variant  # noqa: E402
 
 from ganlab.train import resolve_device  # noqa: E402
 
