@@ -2,12 +2,12 @@
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
 from ganlab.evaluate import evaluate_variant
+from ganlab.io import BadFile, atomic_write
 
 
 def main() -> int:
@@ -19,14 +19,11 @@ def main() -> int:
     args = ap.parse_args()
     try:
         metrics = evaluate_variant(load_params(args.params), args.variant, args.root, args.data_dir)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, BadFile) as err:
         print(f"evaluate@{args.variant}: error: {err}", file=sys.stderr)
         return 1
     out = args.root / "metrics" / args.variant / "eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write(out, json.dumps(metrics, indent=2) + "\n")
     print(f"evaluate@{args.variant}: wrote {out} in {metrics['eval_time_s']:.1f} s", file=sys.stderr)
     return 0
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
+from ganlab.io import BadFile
 from ganlab.report import build_report
 from ganlab.tracking import log_summary_run
 
@@ -18,10 +19,10 @@ def main() -> int:
     args = ap.parse_args()
     try:
         params = load_params(args.params)
-    except ConfigError as err:
+        paths, metrics = build_report(params, args.root, args.out_dir)
+    except (ConfigError, BadFile) as err:
         print(f"report: error: {err}", file=sys.stderr)
         return 1
-    paths, metrics = build_report(params, args.root, args.out_dir)
     run_id = log_summary_run("report", params.tracking, "report", metrics, args.out_dir)
     print(f"report: wrote {', '.join(map(str, paths))}; MLflow run {run_id}", file=sys.stderr)
     return 0

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
+from ganlab.io import BadFile
 from ganlab.sample import write_samples
 
 
@@ -18,7 +19,7 @@ def main() -> int:
     args = ap.parse_args()
     try:
         paths = write_samples(load_params(args.params), args.variant, args.root, args.data_dir)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, BadFile) as err:
         print(f"sample@{args.variant}: error: {err}", file=sys.stderr)
         return 1
     print(f"sample@{args.variant}: wrote {', '.join(p.name for p in paths)}", file=sys.stderr)

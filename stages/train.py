@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
+from ganlab.io import BadFile
 from ganlab.tracking import MlflowTracker
 from ganlab.train import RunPaths, TrainingDiverged, fit
 
@@ -28,7 +29,7 @@ def main() -> int:
         cfg = params.variant(args.variant)
         tracker = MlflowTracker(args.variant, params.tracking, stage=f"train@{args.variant}")
         metrics = fit(cfg, args.variant, RunPaths.for_variant(args.variant, args.root, args.data_dir), tracker)
-    except (ConfigError, TrainingDiverged, FileNotFoundError) as err:
+    except (ConfigError, TrainingDiverged, FileNotFoundError, BadFile) as err:
         print(f"train@{args.variant}: error: {err}", file=sys.stderr)
         return 1
     print(f"train@{args.variant}: {metrics['steps']} steps, D {metrics['d_loss']:.4f}, G {metrics['g_loss']:.4f}, "

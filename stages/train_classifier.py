@@ -2,12 +2,12 @@
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from ganlab.classifier import train_classifiers
 from ganlab.config import ConfigError, load_params
+from ganlab.io import BadFile, atomic_write
 
 
 def main() -> int:
@@ -19,13 +19,10 @@ def main() -> int:
     args = ap.parse_args()
     try:
         metrics = train_classifiers(load_params(args.params).classifier, args.data_dir, args.out_dir)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, BadFile) as err:
         print(f"train_classifier: error: {err}", file=sys.stderr)
         return 1
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.metrics.with_name(args.metrics.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, args.metrics)
+    atomic_write(args.metrics, json.dumps(metrics, indent=2) + "\n")
     print("train_classifier: test accuracy " + ", ".join(f"{k} {metrics[k]['test_accuracy']:.4f}"
                                                          for k in ("mlp", "mlp_refined", "cnn")), file=sys.stderr)
     return 0

@@ -30,6 +30,7 @@ class FakeFiles:
     failures: dict[str, list] = field(default_factory=dict)  # path -> [status, times left or None = forever]
     cuts: dict[str, list] = field(default_factory=dict)  # path -> [bytes sent before the cut, times left]
     ignore_range: set[str] = field(default_factory=set)  # paths answered 200 with the whole file, Range or not
+    no_length: set[str] = field(default_factory=set)  # paths answered without Content-Length (HTTP/1.0: ends at close)
     requests: list[tuple[str, Optional[str]]] = field(default_factory=list)  # (path with query, Range header)
     bytes_sent: dict[str, int] = field(default_factory=dict)
     base_url: str = ""
@@ -83,7 +84,8 @@ def _handler(state: FakeFiles, lock: threading.Lock) -> type[BaseHTTPRequestHand
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             self.send_header("Content-Type", state.content_types.get(path, "application/octet-stream"))
-            self.send_header("Content-Length", str(len(body) - start))
+            if path not in state.no_length:
+                self.send_header("Content-Length", str(len(body) - start))
             self.end_headers()
             sent = body[start:start + cut] if cut is not None else body[start:]
             self.wfile.write(sent)

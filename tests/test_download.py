@@ -70,7 +70,10 @@ def test_checksum_mismatch_leaves_nothing(served: FakeFiles, tmp_path: Path) -> 
 
 
 def test_size_mismatch_names_the_check(served: FakeFiles, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="size check failed: 204800 bytes, expected 5"):
+    with pytest.raises(DataError, match="size check failed: 204800 bytes, expected 300000"):
+        download(served.url("/f.bin"), tmp_path / "f.bin", cfg(), size=300_000)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DataError, match="announces 204800 bytes, more than the expected size of 5 bytes; refused"):
         download(served.url("/f.bin"), tmp_path / "f.bin", cfg(), size=5)
     assert list(tmp_path.iterdir()) == []
 
@@ -158,3 +161,63 @@ def test_celeba_zip_placed_by_hand_is_checked(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="size check failed: 204799 bytes, expected 204800"):
         celeba.download_celeba(zip_cfg, cfg(retries=0), tmp_path)
     assert (tmp_path / "img_align_celeba.zip").exists()  # the user's file is never deleted
+
+
+# --------------------------------------------------------------------------------------------------- size caps
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_server_sending_more_than_max_bytes_is_cut_off(served: FakeFiles, tmp_path: Path, announced: bool) -> None:
+    """No size in params: data.download.max_bytes caps the transfer, whether the server announces its length
+    (refused before the body) or not (stopped at the cap); nothing is left on disk."""
+    if not announced:
+        served.no_length.add("/f.bin")
+    with pytest.raises(DownloadError, match=r"more than data.download.max_bytes \(100000 bytes\)"):
+        download(served.url("/f.bin"), tmp_path / "f.bin", cfg(max_bytes=100_000, chunk_bytes=1024))
+    assert list(tmp_path.iterdir()) == []
+    assert len(served.requests) == 1  # not retried
+
+
+def test_the_expected_size_caps_the_transfer(served: FakeFiles, tmp_path: Path) -> None:
+    served.no_length.add("/f.bin")
+    with pytest.raises(DownloadError, match="more than the expected size of 1000 bytes"):
+        download(served.url("/f.bin"), tmp_path / "f.bin", cfg(chunk_bytes=512), size=1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------- early ends
+@pytest.mark.parametrize("size", [None, len(BODY)])
+def test_an_early_end_without_content_length_is_resumed(served: FakeFiles, tmp_path: Path, size) -> None:
+    """HTTP/1.0 without Content-Length: a cut connection looks like the end of the file. With the size in params
+    the shortfall is seen at once; without it a Range probe for the following bytes finds the rest."""
+    served.no_length.add("/f.bin")
+    served.cut("/f.bin", after=70_000)
+    download(served.url("/f.bin"), tmp_path / "f.bin", cfg(), size=size)
+    assert (tmp_path / "f.bin").read_bytes() == BODY
+    assert [r for _, r in served.requests] == [None, "bytes=70000-"]
+    assert served.bytes_sent["/f.bin"] == len(BODY)
+
+
+def test_a_complete_transfer_without_length_is_confirmed_by_a_probe(served: FakeFiles, tmp_path: Path) -> None:
+    served.no_length.add("/f.bin")
+    download(served.url("/f.bin"), tmp_path / "f.bin", cfg())
+    assert (tmp_path / "f.bin").read_bytes() == BODY
+    assert [r for _, r in served.requests] == [None, f"bytes={len(BODY)}-"]  # answered 416: nothing follows
+
+
+def test_without_length_or_range_support_two_whole_transfers_must_agree(served: FakeFiles, tmp_path: Path) -> None:
+    served.no_length.add("/f.bin")
+    served.ignore_range.add("/f.bin")
+    served.cut("/f.bin", after=70_000)
+    download(served.url("/f.bin"), tmp_path / "f.bin", cfg(retries=3))
+    assert (tmp_path / "f.bin").read_bytes() == BODY
+    assert len(served.requests) == 3  # cut (70,000), whole (differs), whole again (agrees)
+
+
+def test_the_same_early_end_every_time_is_caught_by_the_checksum(served: FakeFiles, tmp_path: Path) -> None:
+    """Without length or Range support, a server that always stops at byte 70,000 cannot be told from a file of
+    70,000 bytes: two transfers agree. The md5 in params is what catches it; nothing is left behind."""
+    served.no_length.add("/f.bin")
+    served.ignore_range.add("/f.bin")
+    served.cut("/f.bin", after=70_000, times=10)
+    with pytest.raises(DataError, match="md5 check failed"):
+        download(served.url("/f.bin"), tmp_path / "f.bin", cfg(retries=2), md5=MD5)
+    assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,6 @@ Inputs are MNIST pixels in [0, 1] (÷255, as every book notebook), shape (B, 1, 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from contextlib import contextmanager
@@ -23,11 +22,13 @@ from tqdm import tqdm
 
 from ganlab.config import ClassifierCfg, ClassifierRun, VariantData
 from ganlab.data.load import load_dataset
+from ganlab.io import atomic_torch_save, bad_file, load_tensors
 from ganlab.models import mlp
 from ganlab.train import resolve_device
 
 N_CLASSES = 10
 EVALUATOR = "cnn"  # the ClassifierCfg entry that evaluates the GANs
+NETS = ("mlp_sigmoid", "mlp_lrelu_ln", "cnn")
 
 
 class Classifier(nn.Module):
@@ -133,19 +134,26 @@ def train_classifiers(cfg: ClassifierCfg, data_dir: Path, out_dir: Path) -> dict
 
 
 def save_classifier(net: Classifier, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"net": net.kind, "state": net.state_dict()}, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({"net": net.kind, "state": net.state_dict()}, path)
 
 
 def load_classifier(path: Path, device: torch.device) -> Classifier:
+    """The evaluator saved by stage train_classifier: tensors and plain values only (a file holding pickled code
+    is refused), checked against the networks this code builds."""
+    rebuild = "dvc repro train_classifier"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run stage train_classifier first (`dvc repro train_classifier`)")
-    saved = torch.load(path, map_location=device)
-    net = Classifier(saved["net"]).to(device)
-    net.load_state_dict(saved["state"])
-    return net.eval()
+        raise FileNotFoundError(f"{path} is missing; run stage train_classifier first (`{rebuild}`)")
+    saved = load_tensors(path, rebuild)
+    if not isinstance(saved, dict) or saved.get("net") not in NETS or not isinstance(saved.get("state"), dict):
+        raise bad_file(path, "not a saved classifier (a dict of `net`, one of " + ", ".join(NETS) + ", and `state`)",
+                       rebuild)
+    net = Classifier(saved["net"])
+    try:
+        net.load_state_dict(saved["state"])
+    except RuntimeError as err:
+        raise bad_file(path, f"its weights do not fit the {saved['net']} network ({str(err).splitlines()[0]})",
+                       rebuild) from None
+    return net.to(device).eval()
 
 
 @dataclass

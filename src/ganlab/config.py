@@ -19,8 +19,8 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 URL_SCHEMES = ("http", "https")
 CELEBA_HEIGHT, CELEBA_WIDTH = 218, 178  # img_align_celeba frames are 178 wide x 218 high
@@ -31,7 +31,8 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf`, `.nan` (and "inf", "nan") are refused for every float of every section.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_url(value: Optional[str]) -> Optional[str]:
@@ -62,6 +63,9 @@ class DownloadCfg(Strict):
     retries: NonNegInt = 5  # extra attempts after the first, on connection errors and 5xx
     backoff: NonNegFloat = 1.0  # seconds; doubled after every failed attempt
     chunk_bytes: PosInt = 1 << 20
+    # The most bytes a server may send for a file whose size is not in params (with `size` set, that size is the
+    # cap); a larger answer is refused before or while it arrives, so a hostile server cannot fill the disk.
+    max_bytes: PosInt = 4 << 30
 
 
 class MnistDataCfg(Strict):
@@ -95,6 +99,11 @@ class CelebaDataCfg(Strict):
     workers: Optional[PosInt] = None  # JPEG decoding threads; null = all cores
     compression: Literal["none", "lzf", "gzip"] = "none"
     compression_level: Annotated[int, Field(ge=0, le=9)] = 4  # gzip only
+    # Decompression-bomb caps, checked before anything is decoded: a zip entry larger than max_entry_bytes (its
+    # aligned JPEGs are ~10 KB) or an image declaring more than max_pixels pixels (the frame has 38,804) is
+    # treated as a corrupt image (skipped and counted with skip_corrupt, else an error).
+    max_entry_bytes: PosInt = 1 << 20
+    max_pixels: PosInt = 1_000_000
 
     @field_validator("crop")
     @classmethod
@@ -241,9 +250,26 @@ TrainOverrides = create_model("TrainOverrides", __base__=Strict, **{
     for k, f in TrainCfg.model_fields.items()})
 
 
+TRACKING_URI_FORMS = "sqlite:///path/to/mlflow.db (a local store), http(s)://host[:port][/path] (an MLflow server)"
+
+
+def _check_tracking_uri(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return value
+    url = urlparse(value)
+    ok = (url.scheme == "sqlite" and value.startswith("sqlite:///") and len(value) > len("sqlite:///")
+          and not value.endswith("/")) or (url.scheme in URL_SCHEMES and bool(url.hostname) and " " not in value)
+    if not ok:
+        raise ValueError(f"{value!r} is not a tracking URI ganlab can use; write {TRACKING_URI_FORMS}, "
+                         f"or null for sqlite:///<repo>/mlruns/mlflow.db")
+    return value
+
+
 class TrackingCfg(Strict):
-    uri: Optional[str] = None  # null: sqlite:///<DVC_ROOT or cwd>/mlruns/mlflow.db; MLFLOW_TRACKING_URI wins
+    # null: sqlite:///<DVC_ROOT or cwd>/mlruns/mlflow.db; MLFLOW_TRACKING_URI wins
+    uri: Annotated[Optional[str], AfterValidator(_check_tracking_uri)] = None
     experiment: str = "ganlab"
+    telemetry: bool = False  # MLflow's usage reports; MLFLOW_DISABLE_TELEMETRY in the environment wins
 
 
 # --------------------------------------------------------------------------------------------------- evaluation

@@ -13,14 +13,12 @@ Every variant: its final D terms and G loss beside the ideal equilibrium of its 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
@@ -28,12 +26,13 @@ from ganlab.classifier import N_CLASSES, Evaluator, load_classifier
 from ganlab.config import EvalCfg, Params, Variant, VariantData
 from ganlab.data.load import TOY, Dataset, load_dataset, resize
 from ganlab.data.toy import GAUSS_A, GAUSS_B
+from ganlab.io import read_json, read_table
 from ganlab.losses import get_loss
 from ganlab.metrics import (class_coverage, class_kl, class_shares, fid, frechet_distance, kid, mean_cov,
                             nn_memorization, precision_recall)
 from ganlab.sampling import MNIST_SIZE, data_shape, load_trained, sample_batches, to_uint8
 from ganlab.sources import PATTERN
-from ganlab.train import GAN, resolve_device
+from ganlab.train import GAN, LOG_COLUMNS, resolve_device
 
 MEMO_SIZE, FID_PIXELS = 32, 16  # CelebA: pixel grids for memorisation and for `fid_pixels16`
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's converted TF Inception weights
@@ -43,7 +42,7 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's
 def final_losses(losses_csv: Path, loss_name: str, fraction: float) -> dict[str, Any]:
     """The mean of the last `fraction` of the logged rows (one row is already a mean over `log_every` steps; at
     batch 1 that is still noisy), beside the ideal of the loss: each D term and G's loss when D outputs 0.5."""
-    rows = pd.read_csv(losses_csv).dropna(subset=["g_loss"])
+    rows = read_table(losses_csv, LOG_COLUMNS).dropna(subset=["g_loss"])
     tail = rows.tail(max(1, math.ceil(len(rows) * fraction)))
     out: dict[str, Any] = {k: float(tail[k].mean()) for k in ("d_loss", "d_real", "d_fake", "g_loss", "d_x", "d_gz")}
     out["d_loss_per_term"] = (out["d_real"] + out["d_fake"]) / 2
@@ -57,7 +56,7 @@ def final_losses(losses_csv: Path, loss_name: str, fraction: float) -> dict[str,
 def epoch_time(train_json: Path, n_data: int) -> dict[str, float]:
     """Seconds per full pass over the data, also for runs cut short by `train.max_steps` (a pass is n_data
     images), so that they compare with the sources' per-epoch timings."""
-    t = json.loads(train_json.read_text())
+    t = read_json(train_json)
     passes = t["images_seen"] / n_data
     return {"epochs_done": round(passes, 4), "wall_time_per_epoch_s": t["wall_time_s"] / max(passes, 1e-12)}
 

@@ -9,17 +9,19 @@ from typing import Sequence
 import matplotlib
 import numpy as np
 
+from ganlab.io import atomic_path
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _save(fig: "plt.Figure", path: Path) -> Path:
-    """Save atomically (temp + rename), so a killed stage never leaves half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    """Save atomically, so a killed stage never leaves half a PNG."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from ganlab.io import atomic_path
 
 
 def make_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2, fill: float = 1.0) -> np.ndarray:
@@ -26,9 +27,7 @@ def make_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2, fill: floa
 
 def save_png(array: np.ndarray, path: Path) -> None:
     """Write an (H, W) or (H, W, C) uint8 array as PNG, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")

@@ -8,12 +8,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+
+from ganlab.io import read_table  # noqa: E402
+from ganlab.train import LOG_COLUMNS  # noqa: E402
 
 
 def loss_curves(losses_csv: Path, out_png: Path, title: str = "") -> Path:
     """Two panels from plots/<v>/losses.csv: D and G loss, and D(x) against D(G(z))."""
-    rows = pd.read_csv(losses_csv)
+    rows = read_table(losses_csv, LOG_COLUMNS)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True)
     for col, label in (("d_loss", "D loss"), ("g_loss", "G loss")):
         a.plot(rows["step"], rows[col], label=label, lw=0.8)

@@ -9,9 +9,7 @@ without CelebA). Pictures are copied into reports/img/, so both files open from 
 from __future__ import annotations
 
 import html
-import json
 import math
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 
 from ganlab.config import Params
 from ganlab.figures import xy_game_figure
+from ganlab.io import atomic_path, atomic_write, read_json
 from ganlab.plots import loss_curves
 from ganlab.sources import CATALOG, STATED, Stated, difference
 from ganlab.theory import XY_LR, XY_START, XY_STEPS, ideal_losses, xy_game, xy_radius_growth
@@ -48,7 +47,7 @@ EVALUATOR_TARGET = 0.985
 
 # --------------------------------------------------------------------------------------------------- inputs
 def _json(path: Path) -> Optional[dict[str, Any]]:
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path) if path.exists() else None
 
 
 @dataclass
@@ -197,10 +196,8 @@ def picture_section(results: list[VariantResult], img_dir: Path) -> list[Block]:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def missing_text(params: Params, results: list[VariantResult]) -> str:
@@ -284,10 +281,7 @@ def to_html(blocks: list[Block], title: str) -> str:
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, text)
 
 
 # --------------------------------------------------------------------------------------------------- the stage

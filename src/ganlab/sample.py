@@ -23,6 +23,7 @@ from ganlab.config import Params, SampleCfg
 from ganlab.data.load import TOY, Dataset, load_dataset
 from ganlab.figures import heatmap, montage, scatter_panels
 from ganlab.images import make_grid, save_png
+from ganlab.io import bad_file
 from ganlab.sampling import data_shape, load_trained, reseed, scale_only
 from ganlab.train import GAN, generate, resolve_device
 
@@ -84,6 +85,14 @@ def image_pictures(gan: GAN, data: Dataset, scfg: SampleCfg, out_dir: Path) -> l
     return paths
 
 
+def read_samples(path: Path) -> np.ndarray:
+    """The fixed-noise samples train@ wrote for one epoch (vector data), (N, D) floats."""
+    try:
+        return np.loadtxt(path, delimiter=",", ndmin=2)
+    except ValueError as err:
+        raise bad_file(path, f"not a CSV of numbers, truncated or garbage ({str(err).splitlines()[0]})") from None
+
+
 def epoch_files(progress_dir: Path, suffix: str) -> list[tuple[int, Path]]:
     """(epoch, file) of train@'s per-epoch outputs, in order, at most MAX_PANELS evenly spaced (last kept)."""
     found = sorted((int(m.group(1)), p) for p in progress_dir.glob(f"epoch_*{suffix}")
@@ -106,7 +115,7 @@ def vector_pictures(gan: GAN, data: Dataset, scfg: SampleCfg, progress_dir: Path
     z, y = gan.latent(scfg.grid_size)
     fake = generate(gan.G, z, y).cpu().numpy()
     files = epoch_files(progress_dir, ".csv")
-    snaps = [np.loadtxt(p, delimiter=",", ndmin=2) for _, p in files]
+    snaps = [read_samples(p) for _, p in files]
     labels = [f"epoch {e}" for e, _ in files]
     if gan.cfg.data.dataset == "pattern_1010":  # one fixed-noise sample per epoch: a row of the evolution
         paths = [heatmap(fake[:16], [str(i) for i in range(len(fake[:16]))], out_dir / "grid.png",

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ganlab.config import Variant, VariantData
 from ganlab.data.load import TOY, Dataset
+from ganlab.io import h5_error, load_state_dict, rebuild_command
 from ganlab.train import GAN, build_gan, generate
 
 MNIST_SIZE = 28
@@ -24,14 +25,17 @@ def data_shape(cfg: VariantData, data_dir: Path) -> tuple[int, ...]:
     """The shape of one training sample, read from the HDF5 metadata (without loading the set)."""
     path = Path(data_dir) / f"{cfg.dataset}.h5"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `dvc repro` for the data stages first")
-    with h5py.File(path, "r") as f:
-        if cfg.dataset in TOY:
-            return (f["x"].shape[1],)
-        if cfg.dataset == "mnist":
-            c, (h, w) = 1, f["train/images"].shape[1:]
-        else:
-            h, w, c = f["images"].shape[1:]  # CelebA (N, H, W, 3)
+        raise FileNotFoundError(f"{path} is missing; run `{rebuild_command(path)}` first")
+    try:
+        with h5py.File(path, "r") as f:
+            if cfg.dataset in TOY:
+                return (f["x"].shape[1],)
+            if cfg.dataset == "mnist":
+                c, (h, w) = 1, f["train/images"].shape[1:]
+            else:
+                h, w, c = f["images"].shape[1:]  # CelebA (N, H, W, 3)
+    except (OSError, KeyError, ValueError) as err:
+        raise h5_error(path, err, "the datasets the data stage writes") from None
     return (c, cfg.image_size, cfg.image_size) if cfg.image_size else (c, h, w)
 
 
@@ -41,7 +45,7 @@ def load_trained(cfg: Variant, models_dir: Path, shape: tuple[int, ...], device:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; train the variant first (`dvc repro train@<variant>`)")
     gan = build_gan(cfg, shape, device)
-    gan.G.load_state_dict(torch.load(path, map_location=device))
+    load_state_dict(gan.G, path)  # tensors only: a generator.pt holding pickled code is refused unrun
     return gan
 
 

@@ -7,6 +7,15 @@ otherwise. `MLFLOW_TRACKING_URI`, or `tracking.uri` in params.yaml, points every
 SQLite takes one writer at a time. Every write of ours holds an exclusive file lock beside the database, so
 concurrent runs (two queued experiments) wait for each other instead of failing with "database is locked", and
 only one of them creates the schema and the experiment.
+
+A resumed run continues its MLflow run. Before logging, it reads the last step the store holds for each metric
+and skips what is already there: a run killed after sending steps its checkpoint did not reach sends them again
+when it redoes them, and one killed before sending its buffered rows sends them from the checkpoint, so each
+metric ends with exactly one value per logged step.
+
+MLflow's telemetry (usage reports to mlflow.org, looked up at `import mlflow`) is off unless `tracking.telemetry`
+is true: we set MLflow's documented switch `MLFLOW_DISABLE_TELEMETRY=true` before importing it, unless the
+environment sets `MLFLOW_DISABLE_TELEMETRY` itself (which then wins, like `MLFLOW_TRACKING_URI`).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import torch
 
 from ganlab.config import TrackingCfg, Variant, flatten
 from ganlab.images import save_png
+from ganlab.io import BadFile, alive, load_state_dict, read_json
 from ganlab.plots import loss_curves
 from ganlab.train import LOG_COLUMNS, RunPaths, Tracker
 
@@ -40,6 +50,12 @@ def store_root() -> Path:
 
 def tracking_uri(cfg: TrackingCfg) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri or f"sqlite:///{store_root() / 'mlruns' / 'mlflow.db'}"
+
+
+def telemetry(cfg: TrackingCfg) -> None:
+    """MLflow's telemetry switch, before mlflow is imported (it reads it once, at import)."""
+    if not cfg.telemetry:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 @contextmanager
@@ -68,6 +84,7 @@ class MlflowTracker(Tracker):
     at the end the final metrics, the loss curves, the generator (state dict + the config to rebuild it)."""
 
     def __init__(self, name: str, cfg: TrackingCfg, stage: str):
+        telemetry(cfg)
         from mlflow.tracking import MlflowClient  # imported here: it takes seconds, and only stages need it
 
         self.name, self.cfg, self.stage = name, cfg, stage
@@ -75,6 +92,7 @@ class MlflowTracker(Tracker):
         self.client = MlflowClient(self.uri)
         self.run_id: Optional[str] = None
         self.buffer: list[Any] = []
+        self.logged: dict[str, int] = {}  # metric -> the last step the store holds (a resumed run)
         self.last_flush = time.monotonic()
 
     def _experiment_id(self) -> str:
@@ -101,6 +119,7 @@ class MlflowTracker(Tracker):
         with store_lock(self.uri):
             if resumed_run_id and self._exists(resumed_run_id):
                 self.run_id = resumed_run_id  # a resumed run continues its MLflow run
+                self.logged = self._last_steps()
                 self.client.update_run(self.run_id, status="RUNNING")
                 self.client.set_tag(self.run_id, "pid", str(os.getpid()))
                 return self.run_id
@@ -125,8 +144,16 @@ class MlflowTracker(Tracker):
         query = f"tags.variant = '{self.name}' and attributes.status = 'RUNNING'"
         for run in self.client.search_runs([exp.experiment_id], query):
             tags = run.data.tags
-            if tags.get("host") == socket.gethostname() and not _alive(int(tags.get("pid", "0"))):
+            if tags.get("host") == socket.gethostname() and not alive(int(tags.get("pid", "0"))):
                 self.client.set_terminated(run.info.run_id, status="KILLED")
+
+    def _last_steps(self) -> dict[str, int]:
+        keys = self.client.get_run(self.run_id).data.metrics
+        return {k: max(m.step for m in self.client.get_metric_history(self.run_id, k)) for k in keys}
+
+    def _new(self, metrics: list[Any]) -> list[Any]:
+        """The metrics at steps the store does not hold yet (all of them, but in a resumed run)."""
+        return [m for m in metrics if m.step > self.logged.get(m.key, -1)]
 
     def _exists(self, run_id: str) -> bool:
         try:
@@ -147,6 +174,7 @@ class MlflowTracker(Tracker):
             self.flush()
 
     def flush(self) -> None:
+        self.buffer = self._new(self.buffer)
         if not self.buffer or self.run_id is None:
             return
         with store_lock(self.uri):
@@ -189,22 +217,12 @@ class MlflowTracker(Tracker):
         self.flush()
         ms, step = int(time.time() * 1000), int(metrics.get("steps", 0))
         # the losses' final values are the last logged row already; add what only the summary has
-        final = [Metric(k, float(v), ms, step) for k, v in metrics.items() if k not in LOG_COLUMNS
-                 and isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)]
+        final = self._new([Metric(k, float(v), ms, step) for k, v in metrics.items() if k not in LOG_COLUMNS
+                           and isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)])
         with store_lock(self.uri):
             if final:
                 self.client.log_batch(self.run_id, metrics=final)
             self.client.set_terminated(self.run_id, status=status)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
 
 
 def _note(name: str, cfg: Variant) -> str:
@@ -214,25 +232,35 @@ def _note(name: str, cfg: Variant) -> str:
 
 
 def load_generator(run_id: str, tracking: TrackingCfg = TrackingCfg(), device: str = "cpu") -> torch.nn.Module:
-    """Rebuild a logged generator from its run: the artifact `model/generator.pt` (a state dict) and
-    `model/variant.json` (the resolved config), so no pickled code is needed to load it back."""
+    """Rebuild a logged generator from its run: the artifact `model/generator.pt` (a state dict, loaded with
+    `weights_only=True`, so a planted file of pickled code is refused unrun) and `model/variant.json` (the
+    resolved config that rebuilds the network)."""
+    telemetry(tracking)
     from mlflow.tracking import MlflowClient
+    from pydantic import ValidationError
 
     from ganlab.models import build_models
 
     client = MlflowClient(tracking_uri(tracking))
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(client.download_artifacts(run_id, "model", tmp))
-        info = json.loads((local / "variant.json").read_text())
-        cfg = Variant.model_validate(info["config"])
-        G, _ = build_models(cfg.model, tuple(info["data_shape"]))
-        G.load_state_dict(torch.load(local / "generator.pt", map_location=device))
+        rebuild = f"MLflow run {run_id}'s model artifacts are damaged; train the variant again (dvc repro train@...)"
+        info = read_json(local / "variant.json", rebuild)
+        try:
+            cfg = Variant.model_validate(info["config"])
+            shape = tuple(int(n) for n in info["data_shape"])
+        except (KeyError, TypeError, ValueError, ValidationError) as err:
+            raise BadFile(f"run {run_id}: model/variant.json is not a ganlab variant "
+                          f"({str(err).splitlines()[0]})") from None
+        G, _ = build_models(cfg.model, shape)
+        load_state_dict(G, local / "generator.pt", rebuild)
     return G.to(device)
 
 
 def log_summary_run(name: str, cfg: TrackingCfg, stage: str, metrics: dict[str, float], artifact_dir: Path) -> str:
     """A run that trains nothing (the report): tags, one set of metrics at step 0, a folder of artifacts, FINISHED.
     Named like the training runs: `name`, plus the DVC experiment's name when there is one."""
+    telemetry(cfg)
     from mlflow.entities import Metric
 
     tracker = MlflowTracker(name, cfg, stage)

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import sys
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -32,9 +30,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ganlab.checkpoint import Progress, announce, resume
+from ganlab.checkpoint import save as save_checkpoint
 from ganlab.config import ConfigError, TrainCfg, Variant
 from ganlab.data.load import Dataset, load_dataset
 from ganlab.images import make_grid, save_png
+from ganlab.io import atomic_torch_save, atomic_write
 from ganlab.losses import Loss, get_loss, gradient_penalty
 from ganlab.models import build_models
 
@@ -257,51 +258,6 @@ def picture(data: Dataset, samples: Tensor) -> np.ndarray:
     return ((v - lo) / (hi - lo + 1e-12) * 255).round().to(torch.uint8).numpy()
 
 
-# --------------------------------------------------------------------------------------------------- state
-@dataclass
-class Progress:
-    """Everything besides the models and optimisers that a resumed run needs."""
-
-    step: int = 0
-    epoch: int = 0
-    perm: Optional[Tensor] = None  # this epoch's order
-    rows: list[dict[str, float]] = field(default_factory=list)
-    grids: dict[int, np.ndarray] = field(default_factory=dict)
-    samples: dict[int, list[list[float]]] = field(default_factory=dict)  # vector data: the fixed-noise samples
-    wall_s: float = 0.0
-    run_id: Optional[str] = None
-    complete: bool = False
-
-
-def save_checkpoint(path: Path, gan: GAN, prog: Progress) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"G": gan.G.state_dict(), "D": gan.D.state_dict(), "opt_g": gan.opt_g.state_dict(),
-             "opt_d": gan.opt_d.state_dict(), "rng": gan.rng.get_state(), "torch_rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-             "config": gan.cfg.model_dump(mode="json"), "progress": prog.__dict__}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, gan: GAN) -> Optional[Progress]:
-    """The progress of an unfinished run of this same configuration, restoring its state into `gan`."""
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location=gan.rng.device, weights_only=False)
-    if state["config"] != gan.cfg.model_dump(mode="json") or state["progress"]["complete"]:
-        return None
-    gan.G.load_state_dict(state["G"])
-    gan.D.load_state_dict(state["D"])
-    gan.opt_g.load_state_dict(state["opt_g"])
-    gan.opt_d.load_state_dict(state["opt_d"])
-    gan.rng.set_state(state["rng"].cpu() if gan.rng.device.type == "cpu" else state["rng"])
-    torch.set_rng_state(state["torch_rng"].cpu())
-    if state["cuda_rng"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return Progress(**state["progress"])
-
-
 # --------------------------------------------------------------------------------------------------- the loop
 class Logger:
     """Sums the steps' stats on the device, in place (so a captured graph can add to the same buffers), and reads
@@ -473,7 +429,10 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps
 
 
 def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) -> dict[str, Any]:
-    """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics."""
+    """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics.
+
+    The order makes every kill recoverable: the checkpoint is marked complete (with the summary) before any
+    output is written or the MLflow run is finished, so a run killed after its last step finishes from there."""
     device = resolve_device(cfg.train.device)
     if cfg.train.cuda_graph and device.type != "cuda":
         raise ConfigError(f"train.cuda_graph is true but training runs on {device}: CUDA graphs need a CUDA "
@@ -483,33 +442,43 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) 
     per_epoch, total = plan(cfg, len(data))
     gan = build_gan(cfg, data.shape, device)
     ckpt = paths.checkpoints / "last.pt"
-    prog = load_checkpoint(ckpt, gan) or Progress()
-    if prog.step:
-        print(f"{name}: resuming from step {prog.step} of {total} ({ckpt})", file=sys.stderr)
+    prog = resume(ckpt, gan) or Progress()
+    announce(name, prog, total, ckpt)
     fixed_z, fixed_y = fixed_latent(gan)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prog.run_id = tracker.start(cfg, prog.run_id)
-    log, started = Logger(name, device), time.perf_counter() - prog.wall_s
+    tracker.log_rows(prog.rows)  # a resumed run's rows the store may lack (the tracker skips the steps it has)
     try:
-        steps = (GraphedSteps if cfg.train.cuda_graph else Steps)(gan, data, log)  # capture fails the run too
-        while prog.step < total:
-            with tqdm(total=min(per_epoch, total - prog.epoch * per_epoch), initial=prog.step - prog.epoch * per_epoch,
-                      desc=f"{name} epoch {prog.epoch + 1}/{cfg.train.epochs}", file=sys.stderr,
-                      mininterval=1.0, dynamic_ncols=True) as bar:
-                run_epoch(gan, data, prog, log, steps, per_epoch, total, ckpt, tracker, bar)
-            end_epoch(gan, data, prog, fixed_z, fixed_y, tracker)
-            prog.wall_s = time.perf_counter() - started
+        if not prog.complete:
+            train_steps(gan, data, prog, per_epoch, total, ckpt, tracker, name, fixed_z, fixed_y)
+            prog.complete, prog.metrics = True, summary(cfg, name, prog, device, len(data))
+            save_checkpoint(ckpt, gan, prog)
+        write_outputs(gan, data, prog, prog.metrics, paths)
+        tracker.log_outputs(paths, cfg, data.shape)
     except BaseException as exc:
         tracker.end({}, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-    prog.wall_s, prog.complete = time.perf_counter() - started, True
-    metrics = summary(cfg, name, prog, device, len(data))
-    write_outputs(gan, data, prog, metrics, paths)
+    tracker.end(prog.metrics, "FINISHED")
+    prog.finished = True
     save_checkpoint(ckpt, gan, prog)
-    tracker.log_outputs(paths, cfg, data.shape)
-    tracker.end(metrics, "FINISHED")
-    return metrics
+    return prog.metrics
+
+
+def train_steps(gan: GAN, data: Dataset, prog: Progress, per_epoch: int, total: int, ckpt: Path, tracker: Tracker,
+                name: str, fixed_z: Tensor, fixed_y: Optional[Tensor]) -> None:
+    """The loop from `prog` to the last step; `prog.wall_s` adds this segment's time to the earlier ones'."""
+    cfg = gan.cfg
+    log = Logger(name, gan.rng.device)
+    prog.start_clock()
+    steps = (GraphedSteps if cfg.train.cuda_graph else Steps)(gan, data, log)  # capture fails the run too
+    while prog.step < total:
+        with tqdm(total=min(per_epoch, total - prog.epoch * per_epoch), initial=prog.step - prog.epoch * per_epoch,
+                  desc=f"{name} epoch {prog.epoch + 1}/{cfg.train.epochs}", file=sys.stderr,
+                  mininterval=1.0, dynamic_ncols=True) as bar:
+            run_epoch(gan, data, prog, log, steps, per_epoch, total, ckpt, tracker, bar)
+        end_epoch(gan, data, prog, fixed_z, fixed_y, tracker)
+    prog.stop_clock()
 
 
 def end_epoch(gan: GAN, data: Dataset, prog: Progress, z: Tensor, y: Optional[Tensor], tracker: Tracker) -> None:
@@ -541,24 +510,14 @@ def summary(cfg: Variant, name: str, prog: Progress, device: torch.device, n: in
             "run_id": prog.run_id}
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(gan: GAN, data: Dataset, prog: Progress, metrics: dict[str, Any], paths: RunPaths) -> None:
-    paths.models.mkdir(parents=True, exist_ok=True)
     for net, fname in ((gan.G, "generator.pt"), (gan.D, "discriminator.pt")):
-        tmp = paths.models / (fname + ".tmp")
-        torch.save(net.state_dict(), tmp)
-        os.replace(tmp, paths.models / fname)
-    _atomic_text(paths.metrics / "train.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_torch_save(net.state_dict(), paths.models / fname)
+    atomic_write(paths.metrics / "train.json", json.dumps(metrics, indent=2) + "\n")
     lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r[c]:.6g}" for c in LOG_COLUMNS) for r in prog.rows]
-    _atomic_text(paths.plots / "losses.csv", "\n".join(lines) + "\n")
+    atomic_write(paths.plots / "losses.csv", "\n".join(lines) + "\n")
     for epoch, grid in prog.grids.items():
         save_png(grid, paths.samples / f"epoch_{epoch:03d}.png")
     for epoch, rows in prog.samples.items():
-        _atomic_text(paths.samples / f"epoch_{epoch:03d}.csv",
+        atomic_write(paths.samples / f"epoch_{epoch:03d}.csv",
                      "\n".join(",".join(f"{v:.6g}" for v in r) for r in rows) + "\n")

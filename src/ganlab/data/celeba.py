@@ -4,6 +4,11 @@ Both HDF5 files hold one uint8 dataset `images` [N,H,W,3], chunked one image per
 file names, in name order) and the attributes `source`, `source_md5`, `crop_box` [top, left, height, width],
 `count` and `skipped_corrupt`. They come from one decode of each JPEG: celeba_full.h5 keeps the 218x178 frame,
 celeba.h5 its `data.celeba.crop` centre crop.
+
+The zip is untrusted input. Before an entry is decoded, two caps bound what it can cost: its size (declared, and
+counted while it is read, so a lying header cannot make us read more than `data.celeba.max_entry_bytes`) and the
+pixel count its image header declares (`data.celeba.max_pixels`; Pillow's own DecompressionBombError is caught
+too). An entry over a cap is a corrupt image: counted and skipped with `skip_corrupt`, else an error.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from ganlab.config import CELEBA_HEIGHT, CELEBA_WIDTH, CelebaDataCfg, DownloadCfg
-from ganlab.data.download import DataError, atomic_output, download, file_digest, log
+from ganlab.data.download import DataError, download, file_digest, log
+from ganlab.io import atomic_path
 
 ZIP_NAME = "img_align_celeba.zip"
 GDRIVE_URL = "https://drive.google.com/uc?export=download&id={id}"
@@ -76,12 +82,13 @@ def pack_celeba(cfg: CelebaDataCfg, zip_path: Path, out_dir: Path) -> PackStats:
     top, left, height, width = crop_box(cfg.crop)
     kept: list[str] = []
     skipped: list[str] = []
-    with atomic_output(out_dir / CROPPED_NAME) as cropped_tmp, atomic_output(out_dir / FULL_NAME) as full_tmp, \
+    caps = Caps(cfg.max_entry_bytes, cfg.max_pixels)
+    with atomic_path(out_dir / CROPPED_NAME) as cropped_tmp, atomic_path(out_dir / FULL_NAME) as full_tmp, \
             h5py.File(cropped_tmp, "w") as cropped_h5, h5py.File(full_tmp, "w") as full_h5:
         cropped = _create_images(cropped_h5, len(names), height, width, cfg)
         full = _create_images(full_h5, len(names), CELEBA_HEIGHT, CELEBA_WIDTH, cfg)
         with tqdm(total=len(names), unit="img", desc="pack_celeba", file=sys.stderr) as bar:
-            for frames, batch_names, corrupt in decode_jpegs(zip_path, names, cfg.workers):  # frames [B,218,178,3]
+            for frames, batch_names, corrupt in decode_jpegs(zip_path, names, cfg.workers, caps):  # frames [B,218,178,3]
                 skipped += _corrupt_names(corrupt, cfg.skip_corrupt)
                 span = slice(len(kept), len(kept) + len(frames))
                 full[span] = frames
@@ -116,8 +123,20 @@ def select_jpegs(zip_path: Path, n: int) -> list[str]:
     return jpegs[:n]
 
 
-def decode_jpegs(zip_path: Path, names: list[str],
-                 workers: Optional[int]) -> Iterator[tuple[np.ndarray, list[str], list[tuple[str, str]]]]:
+@dataclass(frozen=True)
+class Caps:
+    """Decompression-bomb limits (data.celeba.max_entry_bytes, max_pixels)."""
+
+    entry_bytes: int = CelebaDataCfg.model_fields["max_entry_bytes"].default
+    pixels: int = CelebaDataCfg.model_fields["max_pixels"].default
+
+
+class OverCap(ValueError):
+    """An entry or image larger than a cap: handled like a corrupt image."""
+
+
+def decode_jpegs(zip_path: Path, names: list[str], workers: Optional[int], caps: Caps = Caps(),
+                 ) -> Iterator[tuple[np.ndarray, list[str], list[tuple[str, str]]]]:
     """(frames uint8 [B,218,178,3], their names, [(corrupt name, reason)]) per batch of `names`, in order.
 
     Threads, not processes: Pillow releases the GIL while it decodes, and decoded frames then need no copying
@@ -130,7 +149,7 @@ def decode_jpegs(zip_path: Path, names: list[str],
         with zipfile.ZipFile(zip_path) as zf:  # ZipFile serialises concurrent reads itself
             pending: deque[Future] = deque()
             for start in range(0, len(names), BATCH):
-                pending.append(pool.submit(_decode_batch, zf, names[start:start + BATCH]))
+                pending.append(pool.submit(_decode_batch, zf, names[start:start + BATCH], caps))
                 if len(pending) > 2 * workers:
                     yield pending.popleft().result()
             while pending:
@@ -139,13 +158,37 @@ def decode_jpegs(zip_path: Path, names: list[str],
         pool.shutdown(cancel_futures=True)
 
 
-def _decode_batch(zf: zipfile.ZipFile, names: list[str]) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+def read_entry(zf: zipfile.ZipFile, name: str, cap: int) -> bytes:
+    """The entry's bytes, reading at most `cap` + 1 of them whatever its header declares."""
+    declared = zf.getinfo(name).file_size
+    if declared > cap:
+        raise OverCap(f"the entry inflates to {declared} bytes, more than data.celeba.max_entry_bytes ({cap})")
+    with zf.open(name) as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise OverCap(f"the entry inflates to more than data.celeba.max_entry_bytes ({cap}) bytes")
+    return data
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """The decoded image, after checking the pixel count its header declares against `max_pixels`."""
+    image = Image.open(io.BytesIO(data))  # reads the header only
+    width, height = image.size
+    if width * height > max_pixels:
+        raise OverCap(f"the image declares {width}x{height} = {width * height} pixels, more than "
+                      f"data.celeba.max_pixels ({max_pixels})")
+    image.load()
+    return image
+
+
+def _decode_batch(zf: zipfile.ZipFile, names: list[str],
+                  caps: Caps) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
     frames, kept, corrupt = [], [], []
     for name in names:
         try:
-            image = Image.open(io.BytesIO(zf.read(name)))
-            image.load()
-        except (OSError, SyntaxError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            image = open_image(read_entry(zf, name, caps.entry_bytes), caps.pixels)
+        except (OSError, SyntaxError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+                Image.DecompressionBombError) as err:
             corrupt.append((name, f"{type(err).__name__}: {err}"))
             continue
         if image.size != (CELEBA_WIDTH, CELEBA_HEIGHT):

@@ -4,16 +4,31 @@ A transfer goes to `<name>.part` next to the target. An interrupted transfer lea
 attempt (a retry, or a re-run of the stage) asks only for the missing bytes with an HTTP Range request. The part is
 checked (size, md5, sha256, a caller's format check) and renamed to the target only when every check passes;
 a part that fails a check is deleted, so a failure never leaves an output behind.
+
+Size cap: a server may send at most the file's expected `size` when the caller knows it (any byte more is wrong
+already, so the margin is 0), else at most `data.download.max_bytes`. A larger Content-Length (or Content-Range
+total) is refused before the body is read, and a body that runs past the cap is cut off there; the part is
+deleted and the error says which limit was hit.
+
+Early ends: with a Content-Length (or Content-Range) an early end is a short count, retried from where it stopped.
+An HTTP/1.0-style answer without a length ends when the connection closes, the same whether the file is whole or
+the connection broke, so such a transfer is complete only when confirmed:
+- by the expected `size`, when the caller knows it (fewer bytes: resumed with a Range request);
+- else by a Range probe for the bytes after the part's end: `416 Range Not Satisfiable` with
+  `Content-Range: bytes */<part size>` confirms it; `206` sends the missing rest, which is appended (and confirmed
+  the same way); a `200` (a server without Range support) sends the whole file again, and two whole transfers of
+  the same length confirm each other.
+Each transfer, probe or retry counts as one of the `retries` + 1 attempts; only failures wait `backoff`.
+An md5 or sha256 in params is checked after all this, so a file that is merely short never passes either way.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Optional
@@ -23,6 +38,7 @@ import requests
 from tqdm import tqdm
 
 from ganlab.config import DownloadCfg
+from ganlab.io import commit
 
 
 class DataError(Exception):
@@ -62,14 +78,16 @@ def download(url: str, dest: Path, cfg: DownloadCfg, *, size: Optional[int] = No
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    limit = Limit(size, f"the expected size of {size} bytes") if size is not None else \
+        Limit(cfg.max_bytes, f"data.download.max_bytes ({cfg.max_bytes} bytes)")
     with requests.Session() as session:
-        _fetch_with_retries(session, url, part, cfg)
+        _fetch_with_retries(session, url, part, cfg, limit, known=size is not None)
     try:
         verify(part, size=size, md5=md5, sha256=sha256, validate=validate, label=f"{dest.name} from {url}")
     except DataError:
         part.unlink()
         raise
-    os.replace(part, dest)
+    commit(part, dest)
     return dest
 
 
@@ -93,30 +111,33 @@ def file_digest(path: Path, algorithm: str) -> str:
         return hashlib.file_digest(f, algorithm).hexdigest()
 
 
-@contextmanager
-def atomic_output(dest: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `dest`, renamed to `dest` if the block succeeds and deleted if it fails."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+@dataclass(frozen=True)
+class Limit:
+    """The most bytes a server may send for one file, and where that number comes from (for messages)."""
+
+    bytes: int
+    source: str
 
 
-def _fetch_with_retries(session: requests.Session, url: str, part: Path, cfg: DownloadCfg) -> None:
+def _fetch_with_retries(session: requests.Session, url: str, part: Path, cfg: DownloadCfg, limit: Limit,
+                        known: bool) -> None:
+    """Transfers until the part is confirmed complete (see the module's doc), at most `retries` + 1 of them."""
     attempts = cfg.retries + 1
     for attempt in range(attempts):
         try:
-            return _fetch(session, url, part, cfg)
+            if _fetch(session, url, part, cfg, limit, known):
+                return
+            why = "the transfer ended without a length to check it against"
         except _RETRYABLE as err:
-            if attempt + 1 == attempts:
-                raise DownloadError(f"{url}: {_reason(err)}; gave up after {attempts} attempt(s)") from None
-            wait = cfg.backoff * 2 ** attempt
-            log(f"{url}: {_reason(err)}; retry {attempt + 1} of {cfg.retries} in {wait:g} s")
-            time.sleep(wait)
+            why = _reason(err)
+            if attempt + 1 < attempts:
+                wait = cfg.backoff * 2 ** attempt
+                log(f"{url}: {why}; retry {attempt + 1} of {cfg.retries} in {wait:g} s")
+                time.sleep(wait)
+            continue
+        if attempt + 1 < attempts:
+            log(f"{url}: {why}; asking the server whether more follows ({attempt + 1} of {cfg.retries})")
+    raise DownloadError(f"{url}: {why}; gave up after {attempts} attempt(s)")
 
 
 def _reason(err: Exception) -> str:
@@ -129,8 +150,9 @@ def _reason(err: Exception) -> str:
     return str(err) or type(err).__name__
 
 
-def _fetch(session: requests.Session, url: str, part: Path, cfg: DownloadCfg) -> None:
-    """One attempt: ask for the bytes `part` lacks, through a Drive-style confirmation page if one comes back."""
+def _fetch(session: requests.Session, url: str, part: Path, cfg: DownloadCfg, limit: Limit, known: bool) -> bool:
+    """One attempt: ask for the bytes `part` lacks, through a Drive-style confirmation page if one comes back.
+    True when the part is then confirmed complete."""
     offset = part.stat().st_size if part.exists() else 0
     resp = _get(session, url, offset, cfg)
     if _is_html(resp):
@@ -144,7 +166,7 @@ def _fetch(session: requests.Session, url: str, part: Path, cfg: DownloadCfg) ->
             resp.close()
             raise DownloadError(f"{url}: Drive's confirmation led to another HTML page, not the file")
     with resp:
-        _write_body(resp, part, offset, cfg)
+        return _write_body(resp, part, offset, cfg, limit, known)
 
 
 def _get(session: requests.Session, url: str, offset: int, cfg: DownloadCfg) -> requests.Response:
@@ -165,29 +187,55 @@ def _is_html(resp: requests.Response) -> bool:
     return resp.headers.get("Content-Type", "").startswith("text/html")
 
 
-def _write_body(resp: requests.Response, part: Path, offset: int, cfg: DownloadCfg) -> None:
-    """Append the answer to `part`, or restart it when the server does not continue where `part` ends."""
+def _write_body(resp: requests.Response, part: Path, offset: int, cfg: DownloadCfg, limit: Limit,
+                known: bool) -> bool:
+    """Append the answer to `part`, or restart it when the server does not continue where `part` ends. True when
+    the part is complete: the length the server announced, the expected size, or a confirming probe."""
     if resp.status_code == 416:  # nothing after `offset`: the part is complete, or longer than the file
         if resp.headers.get("Content-Range", "") == f"bytes */{offset}":
-            return
+            return True
         part.unlink()
         raise _Retryable("the partial download is longer than the file; restarting")
+    previous = None
     if offset and resp.status_code == 200:
         log(f"{resp.url}: the server ignored the Range request; restarting from byte 0")
-        offset = 0
+        previous, offset = offset, 0
     elif offset and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
         part.unlink()
         raise _Retryable(f"the server resumed at {resp.headers.get('Content-Range')!r}, not byte {offset}")
-    length = resp.headers.get("Content-Length")
-    total = offset + int(length) if length is not None else None
+    total = _announced(resp, offset)
+    if total is not None and total > limit.bytes:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{resp.url}: the server announces {total} bytes, more than {limit.source}; refused")
     with open(part, "ab" if offset else "wb") as f, \
             tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                  desc=part.name.removesuffix(".part"), file=sys.stderr) as bar:
+        written = offset
         for chunk in resp.iter_content(cfg.chunk_bytes):
+            written += len(chunk)
+            if written > limit.bytes:
+                f.close()
+                part.unlink()
+                raise DownloadError(f"{resp.url}: the server sent more than {limit.source}; stopped there and "
+                                    f"deleted the partial file")
             f.write(chunk)
             bar.update(len(chunk))
-    if total is not None and part.stat().st_size < total:
-        raise _Retryable(f"the transfer ended at byte {part.stat().st_size} of {total}")
+    if total is None and known:
+        total = limit.bytes  # the expected size
+    if total is not None:
+        if written < total:
+            raise _Retryable(f"the transfer ended at byte {written} of {total}")
+        return True
+    return previous is not None and written == previous  # two whole transfers agree
+
+
+def _announced(resp: requests.Response, offset: int) -> Optional[int]:
+    """The file's whole size as the answer states it (Content-Range's total, or offset + Content-Length)."""
+    total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+    if total.isdigit():
+        return int(total)
+    length = resp.headers.get("Content-Length")
+    return offset + int(length) if length is not None and length.isdigit() else None
 
 
 class _FormParser(HTMLParser):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ganlab.config import VariantData
+from ganlab.io import h5_error, rebuild_command
 
 TOY = ("pattern_1010", "gaussian_2d")
 
@@ -62,7 +63,15 @@ class Dataset:
 
 def _read(cfg: VariantData, path: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `dvc repro` for the data stages first")
+        raise FileNotFoundError(f"{path} is missing; run `{rebuild_command(path)}` (or `dvc repro` for every "
+                                f"data stage) first")
+    try:
+        return _read_h5(cfg, path)
+    except (OSError, KeyError, ValueError) as err:  # truncated, garbage, or without the datasets
+        raise h5_error(path, err, "the datasets the data stage writes") from None
+
+
+def _read_h5(cfg: VariantData, path: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:
     with h5py.File(path, "r") as f:
         if cfg.dataset in TOY:
             return f["x"][:], None

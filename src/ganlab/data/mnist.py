@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 
 from ganlab.config import DownloadCfg, MnistDataCfg
-from ganlab.data.download import DataError, DownloadError, atomic_output, download, log
+from ganlab.data.download import DataError, DownloadError, download, log
+from ganlab.io import atomic_path
 
 SPLITS = ("train", "test")
 SIDE = 28
@@ -49,7 +50,7 @@ def fetch_csv(cfg: MnistDataCfg, dl: DownloadCfg, split: str, raw_dir: Path) -> 
             both = f"{dest.name}: the CSV failed ({csv_err}) and so did the IDX files ({idx_err})"
             raise DownloadError(both) from None
         # The pinned sha256 is of the CSV download; the IDX files were checked by md5 instead.
-        with atomic_output(dest) as tmp:
+        with atomic_path(dest) as tmp:
             write_csv(tmp, images, labels)
             read_csv(tmp, rows, label=f"{dest.name} written from the IDX files")
         log(f"{dest.name}: source IDX files at {cfg.idx_mirror}")
@@ -122,7 +123,7 @@ def _check_range(label: str, what: str, values: np.ndarray, high: int) -> None:
 
 def write_h5(path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     """`<split>/images` uint8 [N,28,28] and `<split>/labels` int64 [N] per split, written atomically."""
-    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for split, (images, labels) in splits.items():
             f.create_dataset(f"{split}/images", data=images)
             f.create_dataset(f"{split}/labels", data=labels)

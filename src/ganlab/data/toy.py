@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 
 from ganlab.config import ToyDataCfg
+from ganlab.io import atomic_path
 
 # d2l: data = X A + b with X ~ N(0, I); its mean is b and its covariance A^T A = [[1.01, 1.95], [1.95, 4.25]].
 GAUSS_A = np.array([[1.0, 2.0], [-0.1, 0.5]], dtype=np.float32)
@@ -29,11 +29,9 @@ def gaussian_2d(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def write_h5(path: Path, x: torch.Tensor, **attrs: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("x", data=x.numpy().astype(np.float32))
         f.attrs.update(attrs)
-    os.replace(tmp, path)
 
 
 def make_toy(cfg: ToyDataCfg, out_dir: Path) -> list[Path]:

@@ -1,0 +1,223 @@
+"""Files: one way to write them, and one way to read the ones that may come from elsewhere.
+
+Writing: `atomic_write` (bytes or text) and `atomic_path` (a temporary path for writers that want a file name:
+h5py, torch.save, Pillow, matplotlib). The data goes to a temporary file in the target's folder, is fsync'ed and
+renamed over the target with os.replace, and the folder is fsync'ed: a reader sees the old file or the whole new
+one, never half of one, also after a crash. A temporary is named `<target>.ganlab-tmp-<host>-<pid>`; a process
+killed with SIGKILL cannot delete its own, so every write first deletes the temporaries of the same target left by
+dead processes of this host (never those of a live process, of another host, or files not named so).
+
+Reading: checkpoints, models, data sets, logs and metrics can be planted, truncated or garbage (a shared disk, a
+`dvc pull`, a copied experiment, a crash). Tensors load with `torch.load(weights_only=True)` only, which refuses
+pickled code without running it, and every problem is a `BadFile` whose one line names the file, what is wrong
+and the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import pickle
+import re
+import socket
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+TMP_MARK = ".ganlab-tmp-"
+
+
+class BadFile(Exception):
+    """A file is truncated, garbage, or not what it should be; the message names it, says what is wrong and what
+    to run to rebuild it. Stages print it as one line."""
+
+
+def bad_file(path: Path, what: str, rebuild: Optional[str] = None) -> BadFile:
+    return BadFile(f"{path}: {what}; rebuild it with `{rebuild or rebuild_command(path)}`")
+
+
+def rebuild_command(path: Path) -> str:
+    """The command that writes a file of the pipeline, from where it lives (dvc.yaml's outputs)."""
+    p = Path(path)
+    parent, top = p.parent.name, p.parent.parent.name
+    if p.suffix == ".h5":
+        return {"mnist": "dvc repro download_mnist", "pattern_1010": "dvc repro make_toy",
+                "gaussian_2d": "dvc repro make_toy"}.get(p.stem, "dvc repro pack_celeba")
+    if parent == "classifier" or p.name == "classifier.json":
+        return "dvc repro train_classifier"
+    if p.name == "eval.json":
+        return f"dvc repro evaluate@{parent}"
+    if parent == "progress":  # samples/<v>/progress/
+        return f"dvc repro train@{top}"
+    if top in ("models", "metrics", "plots", "checkpoints"):
+        return f"dvc repro train@{parent}"
+    return "dvc repro"
+
+
+# --------------------------------------------------------------------------------------------------- writing
+def alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_path(dest: Path) -> Path:
+    return dest.with_name(f"{dest.name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}")
+
+
+def clean_stale_temps(dest: Path) -> list[Path]:
+    """Delete the temporaries of `dest` left by dead processes of this host; returns what was deleted."""
+    pattern = re.compile(re.escape(dest.name + TMP_MARK) + r"(?P<host>.+)-(?P<pid>\d+)")
+    removed = []
+    for p in dest.parent.glob(glob.escape(dest.name + TMP_MARK) + "*"):
+        m = pattern.fullmatch(p.name)
+        if m and m["host"] == socket.gethostname() and not alive(int(m["pid"])):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+            print(f"{p}: removed, a temporary left by process {m['pid']}, which no longer runs", file=sys.stderr)
+    return removed
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: Path, dest: Path) -> None:
+    """Make a whole written file `tmp` the file `dest`: fsync it, rename it over `dest`, fsync the folder."""
+    _fsync(tmp)
+    os.replace(tmp, dest)
+    _fsync(dest.parent)
+
+
+@contextmanager
+def atomic_path(dest: Union[str, Path]) -> Iterator[Path]:
+    """A temporary path next to `dest` to write to; on success it replaces `dest` (fsync'ed), on failure it is
+    deleted and `dest` is left as it was."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(dest)
+    tmp = temp_path(dest)
+    try:
+        yield tmp
+        commit(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(dest: Union[str, Path], data: Union[str, bytes]) -> Path:
+    """Write `data` (text is UTF-8) to `dest` atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(dest)
+
+
+def atomic_torch_save(obj: Any, dest: Union[str, Path]) -> Path:
+    import torch
+
+    with atomic_path(dest) as tmp:
+        torch.save(obj, tmp)
+    return Path(dest)
+
+
+# --------------------------------------------------------------------------------------------------- reading
+def load_tensors(path: Path, rebuild: Optional[str] = None) -> Any:
+    """A file of tensors and plain values (dicts, lists, numbers, strings), on the CPU. Pickled objects of any
+    other kind are refused before anything in them runs."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run `{rebuild or rebuild_command(path)}`")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol ..." on foreign files
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise bad_file(path, f"not a readable PyTorch file ({_first_line(err)})", rebuild) from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        raise bad_file(path, "refused: it holds pickled Python objects, not only tensors and plain values "
+                       f"({'it names ' + found[1] if found else 'objects of other types'}), and loading those "
+                       f"could run code; nothing in it was run", rebuild) from None
+    except Exception as err:  # truncated zip, garbage bytes: RuntimeError, KeyError, EOFError, ...
+        raise bad_file(path, f"not a readable PyTorch file, truncated or garbage ({type(err).__name__}: "
+                       f"{_first_line(err)})", rebuild) from None
+
+
+def load_state_dict(module: Any, path: Path, rebuild: Optional[str] = None) -> None:
+    """Load a state dict file into `module`, refusing pickled code and naming the file when it does not fit."""
+    state = load_tensors(path, rebuild)
+    if not isinstance(state, dict):
+        raise bad_file(path, f"holds a {type(state).__name__}, not a state dict", rebuild)
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise bad_file(path, f"does not fit the network of this config ({_first_line(err)})", rebuild) from None
+
+
+def read_json(path: Path, rebuild: Optional[str] = None) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing; run `{rebuild or rebuild_command(path)}`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise bad_file(path, f"not valid JSON, truncated or garbage ({_first_line(err)})", rebuild) from None
+    if not isinstance(value, dict):
+        raise bad_file(path, f"holds a JSON {type(value).__name__}, not an object", rebuild)
+    return value
+
+
+def read_table(path: Path, columns: Sequence[str], rebuild: Optional[str] = None) -> Any:
+    """A CSV with exactly these columns, all numeric (empty or `nan` cells are NaN), as a pandas DataFrame."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing; run `{rebuild or rebuild_command(path)}`") from None
+    except UnicodeDecodeError as err:
+        raise bad_file(path, f"not a text file ({_first_line(err)})", rebuild) from None
+    lines = text.splitlines()
+    if not text.endswith("\n"):
+        raise bad_file(path, "truncated: the last line is cut off", rebuild)
+    if not lines or lines[0].split(",") != list(columns):
+        raise bad_file(path, f"its header is not {','.join(columns)}", rebuild)
+    for i, line in enumerate(lines[1:], 2):
+        if line.count(",") != len(columns) - 1:
+            raise bad_file(path, f"line {i} has {line.count(',') + 1} values, expected {len(columns)}", rebuild)
+    frame = pd.read_csv(io.StringIO(text))
+    for c in columns:
+        if not pd.api.types.is_numeric_dtype(frame[c]):
+            raise bad_file(path, f"column {c} holds values that are not numbers", rebuild)
+    if frame.empty:
+        raise bad_file(path, "holds no rows", rebuild)
+    return frame
+
+
+def h5_error(path: Path, err: Exception, expected: Optional[str] = None) -> BadFile:
+    """The error for an HDF5 file h5py cannot read (OSError) or that lacks a dataset (KeyError)."""
+    if isinstance(err, KeyError):
+        return bad_file(path, f"lacks {expected or 'a dataset it should hold'} ({_first_line(err)})")
+    return bad_file(path, f"not a readable HDF5 file, truncated or garbage ({_first_line(err)})")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
