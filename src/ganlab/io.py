@@ -150,7 +150,7 @@ def load_tensors(path: Path, rebuild: Optional[str] = None) -> Any:
     except pickle.UnpicklingError as err:
         if "Weights only load failed" not in str(err):
             raise bad_file(path, f"not a readable PyTorch file ({_first_line(err)})", rebuild) from None
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))  # "Unsupported global: GLOBAL x" or "... GLOBAL x whose"
         raise bad_file(path, "refused: it holds pickled Python objects, not only tensors and plain values "
                        f"({'it names ' + found[1] if found else 'objects of other types'}), and loading those "
                        f"could run code; nothing in it was run", rebuild) from None
