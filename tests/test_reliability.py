@@ -168,16 +168,14 @@ def test_kill_while_finishing_the_mlflow_run_finishes_without_training(tmp_path,
     assert f"epoch 1/" not in again.stderr  # no training loop ran
     assert json.loads((root / "metrics" / NAME / "train.json").read_text()) == before
     assert_same_run(root, whole)
-    third = run_stage(root, data_dir)  # a finished checkpoint: DVC re-runs mean train again, from step 0
-    assert third.returncode == 0 and "epoch 1/" in third.stderr and "finished before" not in third.stderr
 
 
 # --------------------------------------------------------------------------------------------------- planted files
 def test_a_planted_checkpoint_cannot_run_code(tmp_path, data_dir):
     marker = tmp_path / "pwned"
     plant(tmp_path / "checkpoints" / NAME / "last.pt", marker)
-    with pytest.raises(CheckpointError, match=r"last.pt: refused: it holds pickled Python objects.*it names "
-                                              r"posix.system.*nothing in it was run; rebuild it with `rm .*last.pt "
+    with pytest.raises(CheckpointError, match=r"last.pt: refused: it holds pickled Python objects \(it names "
+                                              r"posix.system\).*nothing in it was run; rebuild it with `rm .*last.pt "
                                               r"&& dvc repro train@mnist_mlp`"):
         fit(small(max_steps=5), NAME, RunPaths.for_variant(NAME, tmp_path, data_dir))
     assert not marker.exists()
@@ -259,10 +257,11 @@ def test_corrupt_files_give_one_line_naming_the_file_and_the_rebuild(tmp_path, d
                            "--data-dir", str(bad_data), "--root", str(root)], cwd=root, env=env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines == [f"train@{NAME}: error: {bad_data / 'mnist.h5'}: not a readable HDF5 file, truncated or garbage "
-                     + lines[0].split("garbage ", 1)[1]], proc.stderr
-    assert "rebuild it with `dvc repro download_mnist`" in lines[0] and "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and " INFO mlflow." not in ln]  # store creation
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"train@{NAME}: error: {bad_data / 'mnist.h5'}: not a readable HDF5 file, truncated "
+                               f"or garbage ("), proc.stderr
+    assert lines[0].endswith("rebuild it with `dvc repro download_mnist`"), proc.stderr
 
 
 # --------------------------------------------------------------------------------------------------- bombs

@@ -148,12 +148,14 @@ def load_tensors(path: Path, rebuild: Optional[str] = None) -> Any:
             warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol ..." on foreign files
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
-            raise bad_file(path, f"not a readable PyTorch file ({_first_line(err)})", rebuild) from None
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))  # "Unsupported global: GLOBAL x" or "... GLOBAL x whose"
-        raise bad_file(path, "refused: it holds pickled Python objects, not only tensors and plain values "
-                       f"({'it names ' + found[1] if found else 'objects of other types'}), and loading those "
-                       f"could run code; nothing in it was run", rebuild) from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))  # "Unsupported global: GLOBAL x", "... GLOBAL x whose"
+        if found:
+            raise bad_file(path, f"refused: it holds pickled Python objects (it names {found[1]}), not only tensors "
+                           f"and plain values, and loading those could run code; nothing in it was run",
+                           rebuild) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+        raise bad_file(path, f"not a readable PyTorch file, truncated or garbage "
+                       f"({detail[1] if detail else _first_line(err)}); nothing in it was run", rebuild) from None
     except Exception as err:  # truncated zip, garbage bytes: RuntimeError, KeyError, EOFError, ...
         raise bad_file(path, f"not a readable PyTorch file, truncated or garbage ({type(err).__name__}: "
                        f"{_first_line(err)})", rebuild) from None

@@ -448,7 +448,8 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prog.run_id = tracker.start(cfg, prog.run_id)
-    tracker.log_rows(prog.rows)  # a resumed run's rows the store may lack (the tracker skips the steps it has)
+    if prog.rows:  # a resumed run's rows the store may lack (the tracker skips the steps it has)
+        tracker.log_rows(prog.rows)
     try:
         if not prog.complete:
             train_steps(gan, data, prog, per_epoch, total, ckpt, tracker, name, fixed_z, fixed_y)
