@@ -244,16 +244,17 @@ def load_generator(run_id: str, tracking: TrackingCfg = TrackingCfg(), device: s
     client = MlflowClient(tracking_uri(tracking))
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(client.download_artifacts(run_id, "model", tmp))
-        rebuild = f"MLflow run {run_id}'s model artifacts are damaged; train the variant again (dvc repro train@...)"
-        info = read_json(local / "variant.json", rebuild)
-        try:
-            cfg = Variant.model_validate(info["config"])
-            shape = tuple(int(n) for n in info["data_shape"])
-        except (KeyError, TypeError, ValueError, ValidationError) as err:
-            raise BadFile(f"run {run_id}: model/variant.json is not a ganlab variant "
-                          f"({str(err).splitlines()[0]})") from None
-        G, _ = build_models(cfg.model, shape)
-        load_state_dict(G, local / "generator.pt", rebuild)
+        try:  # errors name the artifact in the run, not the temporary folder it was downloaded to
+            info = read_json(local / "variant.json", "dvc repro train@<variant>")
+            try:
+                cfg = Variant.model_validate(info["config"])
+                shape = tuple(int(n) for n in info["data_shape"])
+            except (KeyError, TypeError, ValueError, ValidationError) as err:
+                raise BadFile(f"{local / 'variant.json'}: not a ganlab variant ({str(err).splitlines()[0]})") from None
+            G, _ = build_models(cfg.model, shape)
+            load_state_dict(G, local / "generator.pt", f"dvc repro train@{info.get('variant', '<variant>')}")
+        except BadFile as err:
+            raise BadFile(f"MLflow run {run_id}, artifact model/{str(err).removeprefix(str(local) + '/')}") from None
     return G.to(device)
 
 

@@ -455,6 +455,7 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) 
             train_steps(gan, data, prog, per_epoch, total, ckpt, tracker, name, fixed_z, fixed_y)
             prog.complete, prog.metrics = True, summary(cfg, name, prog, device, len(data))
             save_checkpoint(ckpt, gan, prog)
+        prog.metrics["run_id"] = prog.run_id  # a finishing run's MLflow run may be new (the store lost the old one)
         write_outputs(gan, data, prog, prog.metrics, paths)
         tracker.log_outputs(paths, cfg, data.shape)
     except BaseException as exc:

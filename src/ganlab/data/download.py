@@ -136,7 +136,7 @@ def _fetch_with_retries(session: requests.Session, url: str, part: Path, cfg: Do
                 time.sleep(wait)
             continue
         if attempt + 1 < attempts:
-            log(f"{url}: {why}; asking the server whether more follows ({attempt + 1} of {cfg.retries})")
+            log(f"{url}: {why}; asking the server whether more follows (attempt {attempt + 2} of {attempts})")
     raise DownloadError(f"{url}: {why}; gave up after {attempts} attempt(s)")
 
 
