@@ -169,6 +169,31 @@ def celeba_metrics(gan: GAN, data: Dataset, ecfg: EvalCfg, device: torch.device)
     return out
 
 
+# --------------------------------------------------------------------------------------------------- headline
+# The handful of numbers a user compares across variants and experiments (`dvc exp show`, `dvc metrics diff`):
+# short keys, so that a comparison over a few variants fits a terminal. Only the keys a variant has are written.
+HEADLINE = {  # headline key: the eval.json (or train.json) keys it takes, the first present wins
+    "fid": ("fid_mnist", "fid_inception", "fid_pixels16", "fid_gaussian"),
+    "kid": ("kid_mnist", "kid_inception"),
+    "err": ("pattern_mae", "mean_error"),  # the toys' distance to their target
+    "cover": ("class_coverage",),  # digits drawn (of 10)
+    "unrec": ("unrecognisable_share",),  # share of samples the evaluator cannot read as any digit
+    "acc": ("cgan_accuracy",),  # conditional: the asked digit drawn
+    "d": ("d_loss",), "g": ("g_loss",),  # final losses (mean over the last rows)
+    "steps": ("steps",), "img_s": ("images_per_s",),
+}
+
+
+def headline(evaluation: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    both = {**training, **evaluation}
+    out = {}
+    for key, sources in HEADLINE.items():
+        value = next((both[s] for s in sources if both.get(s) is not None), None)
+        if value is not None:
+            out[key] = round(value, 4) if isinstance(value, float) else value
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- the stage
 def evaluate_variant(params: Params, name: str, root: Path, data_dir: Path) -> dict[str, Any]:
     """All metrics of one trained variant (outputs of train@<name> under `root`)."""
