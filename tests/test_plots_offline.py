@@ -9,8 +9,10 @@ its CDN and stays blank, so the block is real. Screenshots go to test-artifacts/
 """
 
 import base64
+import dataclasses
 import hashlib
 import io
+import re
 import tarfile
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from ganlab import plots_page
 from ganlab.plots_page import BUNDLES, PlotsPageError, render_page
 from ganlab.train import LOG_COLUMNS
 from helpers import CHROMIUM_ARGS, REPO, chromium, make_repo, run
@@ -142,12 +145,39 @@ def _tarball(path: Path, files: dict[str, str]) -> Path:
     return path
 
 
-def test_page_builder_refuses_a_tarball_that_is_not_the_pinned_one(tmp_path):
-    fake = {b.name: _tarball(tmp_path / f"{b.name}.tgz", {b.script: "window.x = 1;", "package.json": "{}"})
+def fake_tarballs(directory: Path, code: str = "window.x = 1;") -> dict[str, Path]:
+    return {b.name: _tarball(directory / f"{b.name}.tgz", {b.script: f"{code} // {b.name}",
+                                                           "package.json": '{"license": "BSD-3-Clause"}'})
             for b in BUNDLES}
-    with pytest.raises(PlotsPageError, match=r"vega\.tgz: not vega@5\.\d+\.\d+ as pinned .* delete it"):
+
+
+def pinned_to(tarballs: dict[str, Path]) -> tuple:
+    """BUNDLES with each integrity replaced by that of the given tarball, as npm writes an integrity."""
+    def sri(path: Path) -> str:
+        return "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode()
+    return tuple(dataclasses.replace(b, integrity=sri(tarballs[b.name])) for b in BUNDLES)
+
+
+def test_page_builder_refuses_a_tarball_that_is_not_the_pinned_one(tmp_path):
+    fake = fake_tarballs(tmp_path)
+    got = pinned_to(fake)[0].integrity.removeprefix("sha512-")
+    with pytest.raises(PlotsPageError, match=rf"vega\.tgz: not vega@5\.\d+\.\d+ as pinned .*its sha512 is "
+                                             rf"{re.escape(got)}, expected .*npm config get registry"):
         render_page(fake)
-    # its sha512 as npm writes an integrity: the check compares the right thing
-    got = base64.b64encode(hashlib.sha512(fake["vega"].read_bytes()).digest()).decode()
-    with pytest.raises(PlotsPageError, match=f"its sha512 is {got}"):
+
+
+def test_page_builder_inlines_each_bundle_in_order_and_keeps_dvc_placeholders(tmp_path, monkeypatch):
+    fake = fake_tarballs(tmp_path)
+    monkeypatch.setattr(plots_page, "BUNDLES", pinned_to(fake))
+    page = render_page(fake)
+    at = [page.index(f"window.x = 1; // {b.name}") for b in BUNDLES]
+    assert at == sorted(at) and len(set(at)) == 3  # vega, then vega-lite, then vega-embed
+    assert page.count("{plot_divs}") == 1 and page.count("{refresh_tag}") == 1 and "{scripts}" not in page
+    assert page.count("Licence: BSD-3-Clause.") == 3
+
+
+def test_page_builder_refuses_a_script_that_would_end_its_tag(tmp_path, monkeypatch):
+    fake = fake_tarballs(tmp_path, code="var s = '</script>';")
+    monkeypatch.setattr(plots_page, "BUNDLES", pinned_to(fake))
+    with pytest.raises(PlotsPageError, match="vega build/vega.min.js contains '</script'"):
         render_page(fake)

@@ -88,8 +88,9 @@ def check_integrity(tarball: Path, bundle: Bundle) -> None:
     with open(tarball, "rb") as f:
         got = base64.b64encode(hashlib.file_digest(f, algorithm).digest()).decode()
     if got != expected:
-        raise PlotsPageError(f"{tarball}: not {bundle.name}@{bundle.version} as pinned in {__name__}.BUNDLES "
-                             f"(its {algorithm} is {got}, expected {expected}); delete it and run again")
+        raise PlotsPageError(f"{tarball.name}: not {bundle.name}@{bundle.version} as pinned in {__name__}.BUNDLES "
+                             f"(its {algorithm} is {got}, expected {expected}); the registry npm uses served "
+                             "another file: check `npm config get registry`")
 
 
 def _member(tar: tarfile.TarFile, tarball: Path, path: str, required: bool = True) -> str:
