@@ -123,7 +123,8 @@ def nn_memorization(fake: Tensor, train: Tensor, n_ref: int, generator: torch.Ge
     distance (a training image to its nearest *other* training image, over `n_ref` random ones), and that median.
     A sampler of fresh images from the data distribution scores about 0.5; copies of training images score 1."""
     ref = torch.randperm(len(train), generator=generator)[:min(n_ref, len(train))]
-    threshold = knn_distance(train[ref], train, 1, chunk, self_index=ref, desc="memorisation: real to train").median()
+    threshold = knn_distance(train[ref], train, 1, chunk, self_index=ref,
+                             desc="memorisation: real to train").median()
     nearest = knn_distance(fake, train, 1, chunk, desc="memorisation: samples to train")
     return float((nearest < threshold).float().mean()), float(threshold)
 
