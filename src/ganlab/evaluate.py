@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from ganlab.classifier import N_CLASSES, Evaluator, load_classifier
 from ganlab.config import EvalCfg, Params, Variant, VariantData
@@ -163,7 +165,9 @@ def celeba_metrics(gan: GAN, data: Dataset, ecfg: EvalCfg, device: torch.device)
                                                                   g, ecfg.chunk)
     out.update(fid_inception=None, kid_inception=None, fid_inception_reason=reason)
     if inception is not None:
-        feats = [torch.cat([inception(b) for b in bs]) for bs in (fake_batches, real_batches)]
+        feats = [torch.cat([inception(b) for b in tqdm(bs, desc=f"Inception features: {which}", unit="batch",
+                                                       file=sys.stderr, mininterval=2.0, dynamic_ncols=True)])
+                 for which, bs in (("samples", fake_batches), ("real", real_batches))]
         out["fid_inception"] = fid(*feats)
         out["kid_inception"] = kid(*feats, ecfg.kid_subsets, ecfg.kid_subset_size, g)[0]
     return out
