@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
-from ganlab.evaluate import evaluate_variant
-from ganlab.io import BadFile, atomic_write
+from ganlab.evaluate import evaluate_variant, headline
+from ganlab.io import BadFile, atomic_write, read_json
 
 
 def main() -> int:
@@ -16,14 +16,18 @@ def main() -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data-dir", type=Path, default=Path("data/processed"))
     ap.add_argument("--root", type=Path, default=Path("."), help="where models/ metrics/ plots/ are")
+    ap.add_argument("--headline", type=Path, help="the headline metrics file (default: beside eval.json)")
     args = ap.parse_args()
     try:
         metrics = evaluate_variant(load_params(args.params), args.variant, args.root, args.data_dir)
+        out = args.root / "metrics" / args.variant / "eval.json"
+        training = read_json(out.parent / "train.json")
     except (ConfigError, FileNotFoundError, BadFile) as err:
         print(f"evaluate@{args.variant}: error: {err}", file=sys.stderr)
         return 1
-    out = args.root / "metrics" / args.variant / "eval.json"
-    atomic_write(out, json.dumps(metrics, indent=2) + "\n")
+    short = args.headline or out.parent / "headline.json"
+    for path, doc in ((out, metrics), (short, headline(metrics, training))):
+        atomic_write(path, json.dumps(doc, indent=2) + "\n")
     print(f"evaluate@{args.variant}: wrote {out} in {metrics['eval_time_s']:.1f} s", file=sys.stderr)
     return 0
 

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ganlab.io import read_table  # noqa: E402
+from ganlab.io import atomic_path, read_table  # noqa: E402
 from ganlab.train import LOG_COLUMNS  # noqa: E402
 
 
@@ -25,7 +25,9 @@ def loss_curves(losses_csv: Path, out_png: Path, title: str = "") -> Path:
         b.plot(rows["step"], rows[col], label=label, lw=0.8)
     b.set(xlabel="step", title=f"{title} discriminator outputs")
     b.legend()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return out_png

@@ -428,8 +428,10 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps
             save_checkpoint(ckpt, gan, prog)
 
 
-def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) -> dict[str, Any]:
+def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
+        overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics.
+    train.json also records the effective config and the global `overrides` that shaped it ({key: value}).
 
     The order makes every kill recoverable: the checkpoint is marked complete (with the summary) before any
     output is written or the MLflow run is finished, so a run killed after its last step finishes from there."""
@@ -454,6 +456,7 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) 
         if not prog.complete:
             train_steps(gan, data, prog, per_epoch, total, ckpt, tracker, name, fixed_z, fixed_y)
             prog.complete, prog.metrics = True, summary(cfg, name, prog, device, len(data))
+            prog.metrics.update(config=cfg.model_dump(mode="json"), overrides=overrides or {})
             save_checkpoint(ckpt, gan, prog)
         prog.metrics["run_id"] = prog.run_id  # a finishing run's MLflow run may be new (the store lost the old one)
         write_outputs(gan, data, prog, prog.metrics, paths)
