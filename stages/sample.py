@@ -26,7 +26,8 @@ def main() -> int:
         print(f"sample@{args.variant}: error: {err}", file=sys.stderr)
         return 1
     if args.index:
-        atomic_write(args.index, json.dumps({"variant": args.variant, "pictures": sorted(p.name for p in paths)}) + "\n")
+        index = {"variant": args.variant, "pictures": sorted(p.name for p in paths)}
+        atomic_write(args.index, json.dumps(index) + "\n")
     print(f"sample@{args.variant}: wrote {', '.join(p.name for p in paths)}", file=sys.stderr)
     return 0
 

@@ -88,7 +88,8 @@ def pack_celeba(cfg: CelebaDataCfg, zip_path: Path, out_dir: Path) -> PackStats:
         cropped = _create_images(cropped_h5, len(names), height, width, cfg)
         full = _create_images(full_h5, len(names), CELEBA_HEIGHT, CELEBA_WIDTH, cfg)
         with tqdm(total=len(names), unit="img", desc="pack_celeba", file=sys.stderr) as bar:
-            for frames, batch_names, corrupt in decode_jpegs(zip_path, names, cfg.workers, caps):  # frames [B,218,178,3]
+            # frames [B,218,178,3]
+            for frames, batch_names, corrupt in decode_jpegs(zip_path, names, cfg.workers, caps):
                 skipped += _corrupt_names(corrupt, cfg.skip_corrupt)
                 span = slice(len(kept), len(kept) + len(frames))
                 full[span] = frames
