@@ -26,7 +26,7 @@ def main() -> int:
         print(f"evaluate@{args.variant}: error: {err}", file=sys.stderr)
         return 1
     short = args.headline or out.parent / "headline.json"
-    for path, doc in ((out, metrics), (short, headline(metrics, training))):
+    for path, doc in ((out, metrics), (short, {args.variant: headline(metrics, training)})):
         atomic_write(path, json.dumps(doc, indent=2) + "\n")
     print(f"evaluate@{args.variant}: wrote {out} in {metrics['eval_time_s']:.1f} s", file=sys.stderr)
     return 0
