@@ -1,5 +1,6 @@
-"""The evaluation branch end to end: `dvc repro` of two tiny variants through train_classifier, evaluate@, sample@
-and report, in a temporary repository fed by the loopback server."""
+"""The evaluation branch end to end: `dvc repro` of three tiny variants through train_classifier, evaluate@,
+sample@ and report, in a temporary repository fed by the loopback server; the page then opened in headless
+Chromium at a laptop's 1280 px, as a reader sees it."""
 
 import hashlib
 import json
@@ -10,10 +11,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import FAST_DOWNLOAD, write_zip
-from helpers import git_commit_all, make_repo, run, tiny_evaluation
+from helpers import ARTIFACTS, CHROMIUM_ARGS, chromium, git_commit_all, make_repo, run, tiny_evaluation
 
 pytestmark = pytest.mark.e2e
-VARIANTS = ("pattern_1010", "mnist_mlp_first")
+VARIANTS = ("pattern_1010", "mnist_mlp_first", "mnist_lsgan")
 
 
 @pytest.fixture
@@ -61,12 +62,27 @@ def test_repro_builds_the_report_of_the_variants_that_ran(repo):
 
     md = (repo / "reports/report.md").read_text()
     for v in VARIANTS:
-        assert re.search(rf"^\| {v} \|", md, re.M), v  # a row of the table of all variants
-    assert "Not in this params.yaml at all: " in md and "celeba_mlp" in md and "mnist_cgan" in md
+        assert re.search(rf"^\| {v} \|", md, re.M), v  # a row of the headline table
+    assert "not in this params.yaml: " in md and "celeba_mlp" in md and "mnist_cgan" in md
+    # every source claim with a verdict; these runs are 40 steps, not the sources' schedules
+    assert re.search(r"^\| mnist_mlp_first: class_coverage \| all generated images look alike .*\| not comparable: "
+                     r"the claim is about the end of the source's schedule; ours trained 40 steps", md, re.M)
+    assert re.search(r"^\| mnist_mlp_first: seconds_per_image \| .*\| not comparable: ours timed 40 images only", md,
+                     re.M)  # a 40-image run is mostly start-up: no verdict on its speed
+    assert re.search(r"^\| theory: ideal_bce \| 0\.6931 .*\| holds: ", md, re.M)
+    assert re.search(r"^\| mnist_vanilla: d_loss \| .* \| not run \| not measured: not run here \|$", md, re.M)
+    assert "lsgan 0.125" in md  # the ideal line's words come from the same registry as its number
     html = (repo / "reports/report.html").read_text()
-    images = re.findall(r"<img src='([^']+)'", html)
-    assert "img/mnist_mlp_first/interpolation.png" in images and "img/xy_game.png" in images
+    assert "`" not in html.split("<body>")[1]  # no literal backticks on the page
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert {"img/mnist_mlp_first/interpolation.png", "img/xy_game.png", "img/distances.png", "img/losses_mse.png",
+            "img/losses_lsgan.png"} <= set(images)
     assert all((repo / "reports" / src).is_file() for src in images)
+    assert mnist["fid_mnist_real"] < mnist["fid_mnist"]  # the chart's reference: real images score better
+    page = in_the_browser(repo / "reports/report.html")
+    assert page["scroll_width"] <= page["client_width"] == 1280, page  # no sideways scrolling on a laptop
+    assert page["images"] == len(images) and not page["broken"], page
+    assert page["charts"] >= 3 and page["details"] == len(VARIANTS) and page["headline_rows"] == len(VARIANTS)
 
     client = MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ganlab")
@@ -75,7 +91,37 @@ def test_repro_builds_the_report_of_the_variants_that_ran(repo):
     assert report.data.metrics["mnist_mlp_first.fid_mnist"] == pytest.approx(mnist["fid_mnist"])
     assert report.data.metrics["pattern_1010.pattern_mae"] == pytest.approx(pattern["pattern_mae"])
     assert {"report.md", "report.html", "img"} <= {f.path for f in client.list_artifacts(report.info.run_id)}
+    # evaluate@ and sample@ wrote onto the training run that train.json names
+    trained = client.get_run(json.loads((repo / "metrics/mnist_mlp_first/train.json").read_text())["run_id"])
+    assert trained.data.metrics["eval/fid_mnist"] == pytest.approx(mnist["fid_mnist"])
+    assert trained.data.metrics["train/steps"] == 40
+    images = {f.path.split("+")[0] for f in client.list_artifacts(trained.info.run_id, "images")}
+    assert {"images/train~progress", "images/sample~grid", "images/sample~interpolation"} <= images
 
     assert "up to date" in run(["dvc", "status"], repo).stdout
     plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)
     assert {f"plots/{v}/losses.csv" for v in VARIANTS} <= set(plots["data"])
+
+
+def in_the_browser(report: "Path") -> dict:
+    """The page in headless Chromium at 1280×800 with every <details> opened: its widths, its images (loaded:
+    naturalWidth > 0), its charts; a full-page screenshot goes to test-artifacts/report.png."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(report.as_uri(), wait_until="load")
+        page.screenshot(path=str(ARTIFACTS / "report.png"))
+        page.eval_on_selector_all("details", "ds => ds.forEach(d => d.open = true)")
+        page.wait_for_function("[...document.images].every(i => i.complete)")
+        found = page.evaluate("""() => ({
+            scroll_width: document.documentElement.scrollWidth, client_width: document.documentElement.clientWidth,
+            images: document.images.length,
+            broken: [...document.images].filter(i => !(i.naturalWidth > 0)).map(i => i.src),
+            charts: [...document.querySelectorAll("figure.chart img")].filter(i => i.naturalWidth > 300).length,
+            details: document.querySelectorAll("details").length,
+            headline_rows: document.querySelectorAll("#headline tr").length - 1})""")
+        browser.close()
+    return found

@@ -490,6 +490,8 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prog.run_id = tracker.start(cfg, prog.run_id)
+    if prog.step == 0:  # the untrained generator's grid: step 0 of the tracker's image slider (no DVC output)
+        tracker.log_grid(0, 0, picture(data, generate(gan.G, fixed_z, fixed_y)))
     log, started = Logger(name, device), time.perf_counter() - prog.wall_s
     try:
         steps = (GraphedSteps if cfg.train.cuda_graph else Steps)(gan, data, log)  # capture fails the run too
