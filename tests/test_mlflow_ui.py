@@ -18,6 +18,8 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from ganlab.config import TrackingCfg
+from ganlab.tracking import runs_table_url
 from helpers import (ARTIFACTS, CHROMIUM_ARGS, chromium, env, free_port, stage_in_process, tiny_evaluation,
                      write_mnist_h5, write_params)
 
@@ -69,7 +71,7 @@ def ui(tmp_path, monkeypatch):
                 time.sleep(0.3)
         else:
             pytest.fail("mlflow ui did not answer on /health within 90 s")
-        yield url, MlflowClient(store)
+        yield url, MlflowClient(store), store
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # `mlflow ui` and the uvicorn workers it started
         server.wait(timeout=30)
@@ -78,7 +80,7 @@ def ui(tmp_path, monkeypatch):
 def test_a_newcomer_finds_the_runs_sorted_by_quality_and_their_pictures(ui):
     from playwright.sync_api import sync_playwright
 
-    url, client = ui
+    url, client, store = ui
     exp = client.get_experiment_by_name("ganlab")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
@@ -91,6 +93,10 @@ def test_a_newcomer_finds_the_runs_sorted_by_quality_and_their_pictures(ui):
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         # The experiment list, as `mlflow ui` opens. MLflow 3.17 starts every visitor in its GenAI mode; the
         # README says to click "Model training" first (the link `make ui` prints does it).
+        # `make ui`'s link goes straight to the runs table
+        page.goto(runs_table_url(url, TrackingCfg(uri=store)), wait_until="load")
+        page.get_by_text("mnist_lsgan", exact=True).first.wait_for(timeout=60_000)
+        assert "Run Name" in page.inner_text("body")
         page.goto(f"{url}/", wait_until="load")
         page.get_by_text("Model training", exact=True).first.click()
         page.get_by_role("link", name="ganlab").first.click()

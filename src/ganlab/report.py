@@ -145,7 +145,7 @@ def run_context(params: Params, raw: dict[str, Any], r: VariantResult) -> dict[s
         section, key, size = SOURCE_DATA[dataset]
         have = getattr(getattr(params.data, section), key)
         if have < size:
-            why.append(f"used {fmt(have)} of the source's {fmt(size)} {dataset} images (data.{section}.{key})")
+            why.append(f"had {fmt(have)} of the full {fmt(size)} {dataset} images (data.{section}.{key})")
     ctx["full_run"] = not why
     ctx["schedule"] = "; ".join(why) if why else "trained the source's whole schedule"
     ctx["full_run_why"] = f"the claim is about the end of the source's schedule; ours {ctx['schedule']}"

@@ -286,11 +286,11 @@ def _client(cfg: TrackingCfg) -> Any:
 
 
 def runs_table_url(base_url: str, cfg: TrackingCfg = TrackingCfg()) -> str:
-    """The UI's runs table of the experiment (what `make ui` prints), or the experiment list when the store has
-    no such experiment yet."""
+    """The UI's runs table of the experiment in its model-training mode (what `make ui` prints), or the experiment
+    list when the store has no such experiment yet."""
     exp = _client(cfg).get_experiment_by_name(cfg.experiment)
-    base = base_url.rstrip("/")
-    return f"{base}/#/experiments/{exp.experiment_id}/runs" if exp else f"{base}/#/experiments"
+    base, mode = base_url.rstrip("/"), "?workflowType=machine_learning"  # MLflow 3.17 starts in GenAI mode
+    return f"{base}/#/experiments/{exp.experiment_id}/runs{mode}" if exp else f"{base}/#/experiments{mode}"
 
 
 def _alive(pid: int) -> bool:
