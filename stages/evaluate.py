@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
-from ganlab.evaluate import evaluate_variant
+from ganlab.evaluate import evaluate_variant, headline
 from ganlab.tracking import check_training_run, log_onto_training_run
 
 
@@ -18,6 +18,7 @@ def main() -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data-dir", type=Path, default=Path("data/processed"))
     ap.add_argument("--root", type=Path, default=Path("."), help="where models/ metrics/ plots/ are")
+    ap.add_argument("--headline", type=Path, help="the headline metrics file (default: beside eval.json)")
     args = ap.parse_args()
     train_json = args.root / "metrics" / args.variant / "train.json"
     try:
@@ -28,10 +29,13 @@ def main() -> int:
         print(f"evaluate@{args.variant}: error: {err}", file=sys.stderr)
         return 1
     out = args.root / "metrics" / args.variant / "eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, out)
+    training = json.loads(train_json.read_text())
+    short = args.headline or out.parent / "headline.json"
+    for path, doc in ((out, metrics), (short, headline(metrics, training))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, path)
     run_id = log_onto_training_run(params.tracking, train_json, metrics)
     print(f"evaluate@{args.variant}: wrote {out} in {metrics['eval_time_s']:.1f} s; eval/ metrics on MLflow run "
           f"{run_id}", file=sys.stderr)

@@ -2,6 +2,7 @@
 -> samples/<variant>/sample/, also as images `sample/<name>` on the variant's MLflow training run."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ def main() -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data-dir", type=Path, default=Path("data/processed"))
     ap.add_argument("--root", type=Path, default=Path("."), help="where models/ and samples/ are")
+    ap.add_argument("--index", type=Path, help="also list the pictures here (JSON): dvc.yaml puts it where the "
+                                                "curriculum report's dependencies reach it")
     args = ap.parse_args()
     train_json = args.root / "metrics" / args.variant / "train.json"
     try:
@@ -25,6 +28,9 @@ def main() -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"sample@{args.variant}: error: {err}", file=sys.stderr)
         return 1
+    if args.index:
+        args.index.parent.mkdir(parents=True, exist_ok=True)
+        args.index.write_text(json.dumps({"variant": args.variant, "pictures": sorted(p.name for p in paths)}) + "\n")
     run_id = log_onto_training_run(params.tracking, train_json, {}, {f"sample/{p.stem}": p for p in paths})
     print(f"sample@{args.variant}: wrote {', '.join(p.name for p in paths)}; images on MLflow run {run_id}",
           file=sys.stderr)

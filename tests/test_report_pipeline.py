@@ -1,4 +1,4 @@
-"""The evaluation branch end to end: `dvc repro` of three tiny variants through train_classifier, evaluate@,
+"""The evaluation branch end to end: `dvc repro` of two tiny variants through train_classifier, evaluate@,
 sample@ and report, in a temporary repository fed by the loopback server; the page then opened in headless
 Chromium at a laptop's 1280 px, as a reader sees it."""
 
@@ -61,7 +61,7 @@ def test_repro_builds_the_report_of_the_variants_that_ran(repo):
     assert (repo / "samples/mnist_lsgan/sample/interpolation.png").exists()
     assert (repo / "samples/mnist_lsgan/sample/seeds.png").exists()
 
-    md = (repo / "reports/report.md").read_text()
+    md = (repo / "reports/all/report.md").read_text()
     for v in VARIANTS:
         assert re.search(rf"^\| {v} \|", md, re.M), v  # a row of the headline table
     assert "not in this params.yaml: " in md and "celeba_mlp" in md and "mnist_cgan" in md
@@ -77,14 +77,14 @@ def test_repro_builds_the_report_of_the_variants_that_ran(repo):
     assert re.search(r"^\| theory: ideal_bce \| 0\.6931 .*\| holds: ", md, re.M)
     assert re.search(r"^\| mnist_vanilla: d_loss \| .* \| not run \| not measured: not run here \|$", md, re.M)
     assert "lsgan 0.125" in md  # the ideal line's words come from the same registry as its number
-    html = (repo / "reports/report.html").read_text()
+    html = (repo / "reports/all/report.html").read_text()
     assert "`" not in html.split("<body>")[1]  # no literal backticks on the page
     images = re.findall(r'<img src="([^"]+)"', html)
     assert {"img/mnist_lsgan/interpolation.png", "img/xy_game.png", "img/distances.png", "img/losses_mse.png",
             "img/losses_lsgan.png"} <= set(images)
-    assert all((repo / "reports" / src).is_file() for src in images)
+    assert all((repo / "reports" / "all" / src).is_file() for src in images)
     assert mnist["fid_mnist_real"] < mnist["fid_mnist"]  # the chart's reference: real images score better
-    page = in_the_browser(repo / "reports/report.html")
+    page = in_the_browser(repo / "reports/all/report.html")
     assert page["scroll_width"] <= page["client_width"] == 1280, page  # no sideways scrolling on a laptop
     assert page["images"] == len(images) and not page["broken"], page
     assert page["charts"] >= 3 and page["details"] == len(VARIANTS) and page["headline_rows"] == len(VARIANTS)
@@ -110,7 +110,7 @@ def test_repro_builds_the_report_of_the_variants_that_ran(repo):
 
 def in_the_browser(report: "Path") -> dict:
     """The page in headless Chromium at 1280×800 with every <details> opened: its widths, its images (loaded:
-    naturalWidth > 0), its charts; a full-page screenshot goes to test-artifacts/report.png."""
+    naturalWidth > 0), its charts; what a reader first sees goes to test-artifacts/report.png."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)

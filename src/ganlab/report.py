@@ -137,7 +137,8 @@ def run_context(params: Params, raw: dict[str, Any], r: VariantResult) -> dict[s
     if t["epochs_done"] < own_epochs:
         why.append(f"trained {fmt(t['steps'])} steps = {t['epochs_done']:.3g} of the source's {own_epochs} "
                    f"epoch{'s' if own_epochs != 1 else ''}")
-    changed = [k for k in recipe_overrides(raw) if k.split(".", 1)[1] not in NOT_RECIPE and k != "train.max_steps"]
+    changed = [o.key for o in params.overrides(r.name)
+               if o.key.split(".", 1)[1] not in NOT_RECIPE and o.key != "train.max_steps"]
     if changed:
         why.append("changed the recipe (" + ", ".join(changed) + ")")
     dataset = params.variant(r.name).data.dataset
@@ -350,9 +351,12 @@ def headline_row(r: VariantResult, cs: list[Claim]) -> list[str]:
 
 
 def details(r: VariantResult) -> list[tuple[str, str]]:
-    """Every number of the variant's train.json and eval.json (lists shortened), in their order."""
+    """Every number of the variant's train.json and eval.json, in their order; the effective config (a nested
+    mapping, train.json's `config`) is left to MLflow's params and the header."""
     rows = []
     for k, v in r.values().items():
+        if isinstance(v, dict) and any(isinstance(x, dict) for x in v.values()):
+            continue
         if isinstance(v, list) and v and isinstance(v[0], list):
             v = f"{len(v)}×{len(v[0])} matrix: " + fmt(v)
         rows.append((k, fmt(v)))

@@ -1,4 +1,4 @@
-"""What the sources state, in one place, each number with its citation (shared/reference/variants.md).
+"""What the sources state, in one place, each number with its citation (docs/variants.md).
 
 The report lays every entry beside our measurement of the same quantity. `quantity` names our value:
 - eval.json keys: `pattern`, `pattern_mae`, `d_loss` (D's two terms summed, as CS231n prints it),
@@ -204,7 +204,7 @@ STATED: tuple[Stated, ...] = (
     Stated("mnist_dcgan", "d_loss", 1.30, CS231N, "the last printed iteration", LAST_ITERATION),
     Stated("mnist_dcgan", "g_loss", 1.58, CS231N, "the last printed iteration", LAST_ITERATION),
     # --- DCGAN post (variants.md C)
-    Stated("mnist_dcgan64", "seconds_per_image", 67.0 / 70_000, "DCGAN post (seed file 001)",
+    Stated("mnist_dcgan64", "seconds_per_image", 67.0 / 70_000, "DCGAN post on 64x64 MNIST (docs/variants.md C)",
            "1 min 6-8 s per epoch of 700 steps of 100 images on the author's GPU", Factor(),
            {"device": "cuda", "batch_size": 100, **TIMED}),
     # --- d2l (variants.md E): D loss is the mean of its two terms
