@@ -60,9 +60,10 @@ def test_a_run_holds_params_tags_metrics_and_artifacts(root, monkeypatch):
     art = {f.path for d in ("model", "plots", "params") for f in client(root).list_artifacts(r.info.run_id, d)}
     assert art == {"model/generator.pt", "model/variant.json", "plots/losses.csv", "plots/losses.png",
                    "params/params.json"}
-    # the epoch's grid as an image of the UI's image view, at the step it was drawn (30: max_steps ends epoch 1)
-    (grid,) = [f.path for f in client(root).list_artifacts(r.info.run_id, "images") if f.path.endswith(".png")]
-    assert grid.startswith("images/train~progress+step+30+")
+    # the grids as images of the UI's image view, at the steps they were drawn: 0 (untrained), 30 (max_steps ends
+    # epoch 1)
+    grids = [f.path.split("+") for f in client(root).list_artifacts(r.info.run_id, "images") if f.path.endswith(".png")]
+    assert sorted((g[0], int(g[2])) for g in grids) == [("images/train~progress", 0), ("images/train~progress", 30)]
     # the logged generator rebuilds and samples: same weights as the DVC output
     monkeypatch.chdir(root)
     from ganlab.tracking import load_generator

@@ -118,12 +118,13 @@ def _device_kind(device: str) -> str:
 
 
 def recipe_overrides(raw: dict[str, Any]) -> dict[str, Any]:
-    """The global overrides set in params.yaml (model.*, train.*), as `section.key: value`."""
+    """The global overrides set in params.yaml (model.*, train.*), as `section.key: value`: the header's list.
+    Which of them apply to a variant is the config's rule (`Params.overrides`)."""
     return {f"{section}.{k}": v for section in ("model", "train") for k, v in (raw.get(section) or {}).items()
             if v is not None}
 
 
-def run_context(params: Params, raw: dict[str, Any], r: VariantResult) -> dict[str, Any]:
+def run_context(params: Params, r: VariantResult) -> dict[str, Any]:
     """What a source's claim needs to know about our run to say whether it is like the source's: the device kind,
     batch size, training-set size, and whether ours trained the source's whole schedule with its recipe and data
     (`full_run`, explained in words by `schedule`)."""
@@ -219,8 +220,7 @@ class Claim:
         return self.verdict.outcome.replace(" ", "-")
 
 
-def claims(params: Params, raw: dict[str, Any], results: dict[str, VariantResult],
-           classifier: Optional[dict[str, Any]]) -> list[Claim]:
+def claims(params: Params, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]]) -> list[Claim]:
     out = []
     for s in STATED:
         ours = measured(s, results, classifier)
@@ -230,7 +230,7 @@ def claims(params: Params, raw: dict[str, Any], results: dict[str, VariantResult
             ctx, ran = {}, True
         else:
             ran = s.subject in results
-            ctx = run_context(params, raw, results[s.subject]) if ran else {}
+            ctx = run_context(params, results[s.subject]) if ran else {}
         verdict = judge(s, ours, ctx) if ran else Verdict(MISSING, "not run here")
         out.append(Claim(s, ours, verdict, ran))
     return out
@@ -452,14 +452,14 @@ def build_report(params: Params, root: Path, out_dir: Path,
     classifier = _json(root / "metrics" / "classifier.json")
     img = out_dir / "img"
     img.mkdir(parents=True, exist_ok=True)
-    cs = claims(params, raw, by_name, classifier)
+    cs = claims(params, by_name, classifier)
     per_variant = {r.name: [c for c in cs if c.stated.subject == r.name] for r in results}
     context = {
         "title": "ganlab: the GAN curriculum, trained and compared",
         "header": header(root, params_file, raw, results), "missing": missing(params, results),
         "headline": {"columns": HEADLINE, "rows": [headline_row(r, per_variant[r.name]) for r in results]},
         "variants": [{"name": r.name, "source": r.source, "details": details(r), "claims": per_variant[r.name],
-                      "context": run_context(params, raw, r), "evaluated": r.eval is not None} for r in results],
+                      "context": run_context(params, r), "evaluated": r.eval is not None} for r in results],
         "charts": charts(results, img), "pictures": pictures(results, img), "claims": cs,
         "outcomes": {"holds": HOLDS, "unlike": UNLIKE, "missing": MISSING}, "ideal_text": ideal_text(),
         "time_note": time_note(results), "inception_notes": inception_notes(results),
