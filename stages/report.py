@@ -1,5 +1,5 @@
-"""Stage report: all variants' metrics beside the sources' numbers -> reports/report.{md,html}, logged to MLflow
-as its own run."""
+"""Stage report: all variants' metrics, charts and pictures, and a verdict on every source claim ->
+reports/report.{html,md}, logged to MLflow as its own run."""
 
 import argparse
 import sys
@@ -20,7 +20,7 @@ def main() -> int:
     args = ap.parse_args()
     try:
         params = load_params(args.params)
-        paths, metrics = build_report(params, args.root, args.out_dir)
+        paths, metrics = build_report(params, args.root, args.out_dir, Path(args.params))
     except (ConfigError, BadFile) as err:
         print(f"{args.name}: error: {err}", file=sys.stderr)
         return 1

@@ -186,7 +186,7 @@ def read_json(path: Path, rebuild: Optional[str] = None) -> dict[str, Any]:
 
 
 def read_table(path: Path, columns: Sequence[str], rebuild: Optional[str] = None) -> Any:
-    """A CSV with exactly these columns, all numeric (empty or `nan` cells are NaN), as a pandas DataFrame."""
+    """A CSV with (at least) these columns, all numeric (empty or `nan` cells are NaN), as a pandas DataFrame."""
     import pandas as pd
 
     path = Path(path)
@@ -199,11 +199,12 @@ def read_table(path: Path, columns: Sequence[str], rebuild: Optional[str] = None
     lines = text.splitlines()
     if not text.endswith("\n"):
         raise bad_file(path, "truncated: the last line is cut off", rebuild)
-    if not lines or lines[0].split(",") != list(columns):
-        raise bad_file(path, f"its header is not {','.join(columns)}", rebuild)
+    header = lines[0].split(",") if lines else []
+    if not set(columns) <= set(header):
+        raise bad_file(path, f"its header lacks {', '.join(c for c in columns if c not in header)}", rebuild)
     for i, line in enumerate(lines[1:], 2):
-        if line.count(",") != len(columns) - 1:
-            raise bad_file(path, f"line {i} has {line.count(',') + 1} values, expected {len(columns)}", rebuild)
+        if line.count(",") != len(header) - 1:
+            raise bad_file(path, f"line {i} has {line.count(',') + 1} values, expected {len(header)}", rebuild)
     frame = pd.read_csv(io.StringIO(text))
     for c in columns:
         if not pd.api.types.is_numeric_dtype(frame[c]):
