@@ -21,6 +21,7 @@ from ganlab.config import ConfigError, load_params
 from ganlab.data.celeba import pack_celeba
 from ganlab.data.load import load_dataset
 from ganlab.data.toy import make_toy
+from ganlab.mlp_steps import MlpSteps
 from ganlab.train import GAN, GraphedSteps, Logger, RunPaths, Steps, build_gan, fit
 from helpers import REPO, env, mnist_digits, run, write_mnist_h5, write_params
 
@@ -236,6 +237,33 @@ def test_graphed_steps_give_the_plain_steps_weights(data_dir, name, batch):
     assert plain_rows == graphed_rows
     untrained = {**build_gan(cfg, load_dataset(cfg.data, data_dir, CPU).shape, CPU).G.state_dict()}
     assert any(not torch.equal(untrained[k], plain[k]) for k in untrained), "the steps did not train G"
+
+
+# The book's batch-1 MLP with either optimiser kernel, the cGAN's labels, SGD + MSE + sigmoid (the first attempt,
+# the 1010 pattern), a G step every other iteration, and a batch of 4 (the D steps' batch sums).
+@pytest.mark.parametrize("name,train", [("mnist_mlp", {}), ("mnist_mlp", {"fused": True}), ("mnist_cgan", {}),
+                                        ("mnist_mlp_first", {}), ("pattern_1010", {}), ("mnist_mlp", {"n_critic": 2}),
+                                        ("mnist_mlp", {"batch_size": 4})])
+def test_hand_written_mlp_step_gives_the_autograd_weights(data_dir, name, train):
+    """MlpSteps (`engine: auto` for these variants) against the autograd step: the same weights and log rows, bit
+    for bit at batch 1; at batch 4 within 1e-6 (sums over the batch may round in another order)."""
+    cfg = variant(name, device="cpu", **{"batch_size": 1} | train)
+    plain, plain_rows = run_steps(cfg, data_dir, Steps, 20)
+    manual, manual_rows = run_steps(cfg, data_dir, MlpSteps, 20)
+    assert plain.keys() == manual.keys()
+    assert_close(manual, plain, rtol=0, atol=1e-6)
+    if cfg.train.batch_size == 1:
+        assert all(torch.equal(plain[k], manual[k]) for k in plain)
+        assert manual_rows == plain_rows
+    untrained = build_gan(cfg, load_dataset(cfg.data, data_dir, CPU).shape, CPU).G.state_dict()
+    assert any(not torch.equal(untrained[k], manual[k]) for k in untrained), "the steps did not train G"
+
+
+def test_engine_manual_where_it_cannot_run_is_a_clear_error(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="train.engine is 'manual' but .* train.d_update is 'joint'"):
+        train(variant("mnist_vanilla", device="cpu", engine="manual", max_steps=2), "mnist_vanilla", tmp_path,
+              data_dir)
+    assert not (tmp_path / "models").exists()
 
 
 @pytest.mark.parametrize("setting", ["fused", "compile"])

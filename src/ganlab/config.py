@@ -205,6 +205,10 @@ class TrainCfg(Strict):
     fused: bool = False  # the optimisers' fused kernels (torch.optim fused=True): one launch for all parameters
     compile: bool = False  # torch.compile G's and D's forward passes (inductor; the first steps compile)
     cuda_graph: bool = False  # capture the whole iteration in CUDA graphs and replay it: one launch per step
+    # How a step is computed. auto: the hand-written step of ganlab.mlp_steps where it applies (fully connected G
+    # and D, split D update, fresh G batch, bce or mse; the same weights, bitwise on CPU) and autograd elsewhere.
+    engine: Literal["auto", "autograd", "manual"] = "auto"
+    threads: Optional[PosInt] = None  # CPU threads while training; null: 1 at batch 1 (faster, bench/README.md)
 
 
 class Variant(Strict):

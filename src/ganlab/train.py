@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ganlab import mlp_steps
 from ganlab.config import ConfigError, TrainCfg, Variant
 from ganlab.data.load import Dataset, load_dataset
 from ganlab.images import make_grid, save_png
@@ -437,6 +438,38 @@ def restored(gan: GAN, log: Logger) -> Iterator[None]:
     log.reset()
 
 
+def step_runner(gan: GAN, data: Dataset, log: Logger) -> "Steps | mlp_steps.MlpSteps":
+    """The way to run steps the config asks for: captured CUDA graphs, the hand-written MLP step (`engine: auto`
+    where it applies, or `manual`), or autograd."""
+    t = gan.cfg.train
+    if t.cuda_graph:
+        return GraphedSteps(gan, data, log)
+    if t.engine != "autograd" and not mlp_steps.supported(gan.cfg):
+        return mlp_steps.MlpSteps(gan, data, log)
+    return Steps(gan, data, log)
+
+
+def training_threads(t: TrainCfg, device: torch.device) -> Optional[int]:
+    """`train.threads`, or 1 for batch-1 training on a CPU: each op is microseconds of work, and a second
+    thread only adds synchronisation (bench/README.md: faster when idle, several times faster when the cores are
+    shared); None leaves torch's default."""
+    if t.threads is not None:
+        return t.threads
+    return 1 if device.type == "cpu" and t.batch_size == 1 else None
+
+
+@contextmanager
+def cpu_threads(n: Optional[int]) -> Iterator[None]:
+    """torch's intra-op thread count set to n (None: unchanged) for the block."""
+    saved = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def plan(cfg: Variant, n: int) -> tuple[int, int]:
     """(steps per epoch, total steps)."""
     b = cfg.train.batch_size
@@ -478,6 +511,9 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) 
     if cfg.train.cuda_graph and device.type != "cuda":
         raise ConfigError(f"train.cuda_graph is true but training runs on {device}: CUDA graphs need a CUDA "
                           f"device; set train.cuda_graph: false (or run where a GPU is)")
+    if cfg.train.engine == "manual" and (why := mlp_steps.supported(cfg)):
+        raise ConfigError(f"train.engine is 'manual' but the hand-written step cannot run this variant: {why}; "
+                          f"set train.engine: auto")
     set_backends(cfg.train)
     data = load_dataset(cfg.data, paths.data_dir, device)
     per_epoch, total = plan(cfg, len(data))
@@ -492,14 +528,16 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) 
     prog.run_id = tracker.start(cfg, prog.run_id)
     log, started = Logger(name, device), time.perf_counter() - prog.wall_s
     try:
-        steps = (GraphedSteps if cfg.train.cuda_graph else Steps)(gan, data, log)  # capture fails the run too
-        while prog.step < total:
-            with tqdm(total=min(per_epoch, total - prog.epoch * per_epoch), initial=prog.step - prog.epoch * per_epoch,
-                      desc=f"{name} epoch {prog.epoch + 1}/{cfg.train.epochs}", file=sys.stderr,
-                      mininterval=1.0, dynamic_ncols=True) as bar:
-                run_epoch(gan, data, prog, log, steps, per_epoch, total, ckpt, tracker, bar)
-            end_epoch(gan, data, prog, fixed_z, fixed_y, tracker)
-            prog.wall_s = time.perf_counter() - started
+        steps = step_runner(gan, data, log)  # capture fails the run too
+        with cpu_threads(training_threads(cfg.train, device)):
+            while prog.step < total:
+                with tqdm(total=min(per_epoch, total - prog.epoch * per_epoch),
+                          initial=prog.step - prog.epoch * per_epoch,
+                          desc=f"{name} epoch {prog.epoch + 1}/{cfg.train.epochs}", file=sys.stderr,
+                          mininterval=1.0, dynamic_ncols=True) as bar:
+                    run_epoch(gan, data, prog, log, steps, per_epoch, total, ckpt, tracker, bar)
+                end_epoch(gan, data, prog, fixed_z, fixed_y, tracker)
+                prog.wall_s = time.perf_counter() - started
     except BaseException as exc:
         tracker.end({}, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
