@@ -286,6 +286,7 @@ class EvalCfg(Strict):
     batch_size: PosInt = 500  # generation and feature batches
     chunk: PosInt = 2048  # rows per block of a distance matrix
     coverage_min_share: Fraction = 0.02  # a digit is covered when it gets at least this share of the samples
+    real_keep: Fraction = 0.99  # unrecognisable: a sample the evaluator is less sure of than of this share of reals
     knn_k: PosInt = 3  # precision/recall neighbourhoods (Kynkaanniemi et al. 2019 use k = 3)
     kid_subsets: PosInt = 100
     kid_subset_size: PosInt = 1000
