@@ -13,8 +13,9 @@ detached fake batch; G's step on a fresh batch) with the same maths:
 - each network's parameters, gradients and Adam moments live in three flat buffers, so an optimiser update is one
   call per network. The modules' parameters become views into the parameter buffer and the optimisers' state
   views into the moment buffers: checkpoints, sampling and evaluation see the usual modules and optimisers;
-- G's two forward passes of an iteration (the fake batch of D's step, the batch of G's step) run as one batch of
-  2B rows: D's steps do not change G, so both passes see the same weights.
+- nothing is batched that autograd runs apart: G's two forward passes could share one batch of 2B rows (D's steps
+  leave G as it is), but a 2-row matrix product rounds differently from two 1-row ones, and the gain was within
+  the noise of a shared 2-core machine.
 The result equals the autograd path's to float rounding (bitwise at batch 1 in the cases tests/test_engine.py
 checks); `bench/run.py` measures the speed. `supported` says which variants can run here (`train.engine`).
 """
@@ -114,6 +115,7 @@ class FlatNet:
         if states[0] and any(not torch.equal(s["step"], step) for s in states):
             raise ValueError("MlpSteps: the parameters' Adam step counts differ")
         self.step = step.to(self.P.device) if self.fused else step.cpu()
+        self.k = int(step.item())  # the same count on the host, for the bias corrections
         offset = 0
         for p, st in zip(self.params, states):
             m, v = (self.M[offset:offset + p.numel()].view_as(p), self.V[offset:offset + p.numel()].view_as(p))
@@ -144,11 +146,12 @@ class FlatNet:
             return
         lr, (b1, b2), eps = h["lr"], h["betas"], h["eps"]
         self.step.add_(1.0)  # torch.optim counts before the update, for both kernels
+        self.k += 1
         if self.fused:
             torch._fused_adam_([self.P], [self.G], [self.M], [self.V], [], [self.step], amsgrad=False, lr=lr,
                                beta1=b1, beta2=b2, weight_decay=0.0, eps=eps, maximize=False)
             return
-        k = self.step.item()
+        k = self.k
         self.M.lerp_(self.G, 1 - b1)
         self.V.mul_(b2).addcmul_(self.G, self.G, value=1 - b2)
         torch.sqrt(self.V, out=self.D)
@@ -178,14 +181,11 @@ class FlatNet:
                 tape.append(h)
         return h, tape
 
-    def backward(self, grad: Tensor, tape: list, rows: Optional[slice], weights: bool) -> Tensor:
+    def backward(self, grad: Tensor, tape: list, weights: bool) -> Tensor:
         """Back through the network from dL/d(output) (B, out): the weight gradients into the flat gradient buffer
-        when `weights`, and dL/d(input) (B, in) unless this is the first layer and only weights are wanted.
-        `rows` picks the rows of a tape recorded on a larger batch."""
+        when `weights`, and dL/d(input) (B, in) unless this is the first layer and only weights are wanted."""
         for i in range(len(self.layers) - 1, -1, -1):
             layer, saved = self.layers[i], tape[i]
-            if rows is not None:
-                saved = tuple(s[rows] for s in saved) if isinstance(saved, tuple) else saved[rows]
             k = layer.kind
             if k == "linear":
                 if weights:
@@ -221,10 +221,12 @@ class Objective:
     def __init__(self, name: str, like: Tensor, n: int):
         self.mse = name == "mse"
         self.one = torch.ones((), device=like.device)
-        self.targets = {t: torch.full((n,), t, device=like.device) for t in (0.0, 1.0)}
+        self.targets = {t: torch.full((n,), t, device=like.device) for t in (0.0, 1.0)}  # n: the batch size
 
     def __call__(self, s: Tensor, target: float) -> tuple[Tensor, Tensor, Tensor]:
-        t = self.targets[target][: s.shape[0]]
+        t = self.targets[target]
+        if t.shape[0] != s.shape[0]:
+            t = t[: s.shape[0]]
         p = torch.sigmoid(s)
         if self.mse:
             loss = nn.functional.mse_loss(p, t)
@@ -239,17 +241,17 @@ class Objective:
 class MlpSteps:
     """Runs iterations as `train.Steps` does, with the hand-written passes above (see the module's docstring)."""
 
-    def __init__(self, gan, data, log, merge_g: bool = False):
+    def __init__(self, gan, data, log):
         why = supported(gan.cfg)
         if why:
             raise ValueError(f"MlpSteps cannot run this variant: {why}")
-        self.gan, self.data, self.log, self.merge_g = gan, data, log, merge_g
+        self.gan, self.data, self.log = gan, data, log
         self._flatten()
         m, b, dev = gan.cfg.model, gan.cfg.train.batch_size, gan.rng.device
         self.b = b
         self.z = torch.empty((2 * b, m.nz), device=dev)  # rows [0, b): D's fake batch; [b, 2b): G's batch
         self.y = torch.empty(2 * b, dtype=torch.long, device=dev) if m.n_classes else None
-        self.loss = Objective(m.loss, self.z, 2 * b)
+        self.loss = Objective(m.loss, self.z, b)
         self.zero = torch.zeros((), device=dev)
         self.latent, self.n_classes, self.rng = m.latent, m.n_classes, gan.rng
 
@@ -285,28 +287,22 @@ class MlpSteps:
         # D's step on the real batch
         s, tape = D.forward(real.reshape(n, -1), y)
         d_real, dx_real, grad = L(s.view(-1), 1.0)
-        D.backward(grad.view(-1, 1), tape, None, weights=True)
+        D.backward(grad.view(-1, 1), tape, weights=True)
         D.update()
-        # G on the fake batch, then D's step on it, detached; with `merge_g`, G's batch too in the same pass (D's
-        # steps leave G as it is)
+        # G on the fake batch, then D's step on it, detached
         y2 = self.y if self.n_classes else None
-        rows = slice(0, 2 * n if g_step and self.merge_g else n)
-        fake, g_tape = G.forward(self.z[rows], None if y2 is None else y2[rows])
-        s, tape = D.forward(fake[fake_rows], None if y2 is None else y2[fake_rows])
+        fake, _ = G.forward(self.z[fake_rows], None if y2 is None else y2[fake_rows])
+        s, tape = D.forward(fake, None if y2 is None else y2[fake_rows])
         d_fake, dx_fake, grad = L(s.view(-1), 0.0)
-        D.backward(grad.view(-1, 1), tape, None, weights=True)
+        D.backward(grad.view(-1, 1), tape, weights=True)
         D.update()
         self.log.add_d(torch.stack([d_real, d_fake, self.zero, dx_real, dx_fake]))
-        if g_step:  # G's step through D (D's weight gradients are not needed)
-            if self.merge_g:
-                fake, g_tape, g_rows = fake[g_rows], g_tape, g_rows
-            else:
-                fake, g_tape = G.forward(self.z[g_rows], None if y2 is None else y2[g_rows])
-                g_rows = None
-            s, tape = D.forward(fake, None if y2 is None else y2[n:2 * n])
+        if g_step:  # G's step through D on a fresh batch (D's weight gradients are not needed)
+            fake, g_tape = G.forward(self.z[g_rows], None if y2 is None else y2[g_rows])
+            s, tape = D.forward(fake, None if y2 is None else y2[g_rows])
             g_loss, _, grad = L(s.view(-1), 1.0)
-            dfake = D.backward(grad.view(-1, 1), tape, None, weights=False)
-            G.backward(dfake, g_tape, g_rows, weights=True)
+            dfake = D.backward(grad.view(-1, 1), tape, weights=False)
+            G.backward(dfake, g_tape, weights=True)
             G.update()
             self.log.add_g(g_loss)
         self.log.count(g_step)
