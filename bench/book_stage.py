@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+BOOK_RUNS = {0: "book loop", 1: "book loop, 1 thread", 2: "book loop, 2 threads"}
 
 
 def book_loop(variant: str, steps: int, threads: int, data_dir: Path) -> float:
@@ -80,6 +81,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000, help="batch-1 steps per run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--data-dir", type=Path, default=ROOT / "data/processed")
+    ap.add_argument("--book-threads", nargs="+", type=int, default=[0, 1],
+                    help="thread counts of the book loop's runs (0: torch's default)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--book-loop", nargs=4, metavar=("VARIANT", "STEPS", "THREADS", "DATA_DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -94,20 +97,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for v in args.variants:
-                row = {"stage": stage(v, args.steps, args.data_dir, Path(tmp)),
-                       "book loop": child([v, str(args.steps), "0", str(args.data_dir)]),
-                       "book loop, 1 thread": child([v, str(args.steps), "1", str(args.data_dir)])}
-                row["ratio"] = row["stage"] / max(row["book loop"], row["book loop, 1 thread"])
+                row = {"stage": stage(v, args.steps, args.data_dir, Path(tmp))}
+                for t in args.book_threads:
+                    row[BOOK_RUNS[t]] = child([v, str(args.steps), str(t), str(args.data_dir)])
+                row["ratio"] = row["stage"] / max(row[BOOK_RUNS[t]] for t in args.book_threads)
                 results[v].append(row)
                 print(f"round {r + 1} {v}: " + ", ".join(f"{k} {x:.2f}" for k, x in row.items()), flush=True)
     summary = {v: {k: {"median": statistics.median(x[k] for x in rows), "min": min(x[k] for x in rows),
                        "max": max(x[k] for x in rows)} for k in rows[0]} for v, rows in results.items()}
-    print("\n| variant | train stage images/s | book loop | book loop, 1 thread | stage / faster book loop |\n"
-          "|---|---|---|---|---|")
+    books = [BOOK_RUNS[t] for t in args.book_threads]
+    print(f"\n| variant | train stage images/s | {' | '.join(books)} | stage / faster book loop |\n"
+          f"|---|---|{'---|' * len(books)}---|")
     for v, s in summary.items():
         cell = lambda k, f=".0f": f"{s[k]['median']:{f}} ({s[k]['min']:{f}}–{s[k]['max']:{f}})"  # noqa: E731
-        print(f"| {v} | {cell('stage')} | {cell('book loop')} | {cell('book loop, 1 thread')} | "
-              f"{cell('ratio', '.2f')} |")
+        print(f"| {v} | {cell('stage')} | {' | '.join(cell(b) for b in books)} | {cell('ratio', '.2f')} |")
     out = args.out or ROOT / "bench/results" / f"book_stage-{platform.node() or 'cpu'}.json"
     out.write_text(json.dumps({"steps": args.steps, "rounds": args.rounds, "load_average": os.getloadavg(),
                                "rounds_by_variant": results, "summary": summary}, indent=2) + "\n")

@@ -259,6 +259,18 @@ def test_hand_written_mlp_step_gives_the_autograd_weights(data_dir, name, train)
     assert any(not torch.equal(untrained[k], manual[k]) for k in untrained), "the steps did not train G"
 
 
+@pytest.mark.parametrize("name", ["mnist_mlp", "mnist_cgan"])
+def test_book_mode_defaults_keep_the_books_adam_weights(data_dir, name):
+    """The variants as params.yaml has them (hand-written step, fused Adam) against the autograd step with the
+    book's multi-tensor Adam: equal weights to 1e-6 after 300 batch-1 steps."""
+    cfg = variant(name, device="cpu")
+    assert cfg.train.fused and cfg.train.engine == "auto"
+    book, _ = run_steps(variant(name, device="cpu", fused=False, engine="autograd"), data_dir, Steps, 300)
+    ours, _ = run_steps(cfg, data_dir, MlpSteps, 300)
+    assert_close(ours, book, rtol=0, atol=1e-6)
+    assert any(not torch.equal(ours[k], book[k]) for k in ours)  # another kernel: not bit for bit
+
+
 def test_engine_manual_where_it_cannot_run_is_a_clear_error(data_dir, tmp_path):
     with pytest.raises(ConfigError, match="train.engine is 'manual' but .* train.d_update is 'joint'"):
         train(variant("mnist_vanilla", device="cpu", engine="manual", max_steps=2), "mnist_vanilla", tmp_path,

@@ -97,6 +97,7 @@ class FlatNet:
             elif not isinstance(mod, (nn.Flatten, nn.Unflatten)):
                 raise ValueError(f"MlpSteps cannot run a {type(mod).__name__} layer")
         self.in_features = self.layers[0].w.shape[1] - self.n_classes
+        self.eye = torch.eye(max(self.n_classes, 1), device=self.P.device, dtype=self.P.dtype)
         self.opt, self.fused, self.params = opt, fused, params
         self._bind_state()
 
@@ -160,8 +161,8 @@ class FlatNet:
 
     def forward(self, x: Tensor, y: Optional[Tensor]) -> tuple[Tensor, list]:
         """The network on flat inputs (B, in) and labels; returns (B, out) and the tape its backward reads."""
-        if self.n_classes:
-            x = torch.cat([x, nn.functional.one_hot(y, self.n_classes).to(x.dtype)], dim=1)
+        if self.n_classes:  # the one-hot labels as `Conditioned` appends them, from a table (F.one_hot checks y)
+            x = torch.cat([x, self.eye.index_select(0, y)], dim=1)
         tape = []
         h = x
         for layer in self.layers:
