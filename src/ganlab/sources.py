@@ -3,7 +3,9 @@
 The report lays every entry beside our measurement of the same quantity. `quantity` names our value:
 - eval.json keys: `pattern`, `pattern_mae`, `d_loss` (D's two terms summed, as CS231n prints it),
   `d_loss_per_term` (the mean of D's real and fake terms: the book logs each D call, real and fake alternating,
-  and d2l halves the sum), `g_loss`, `class_coverage`, `cgan_accuracy`, `nn_memorization`;
+  and d2l halves the sum), `g_loss`, `class_coverage`, `largest_class_share` and `unrecognisable_share` (the
+  class histogram of the samples the evaluator can read, and the share it cannot), `cgan_accuracy`,
+  `nn_memorization`;
 - train.json keys: `wall_time_s`, and derived: `peak_memory_gib` (bytes / 2³⁰), `wall_time_per_epoch_s` (eval.json:
   the run's time per full pass over its data, also when `train.max_steps` cut it short);
 - classifier.json: `test_accuracy` of subject `classifier.<name>`; `theory`: the appendix demos.
