@@ -26,8 +26,12 @@ def main() -> int:
     try:
         params = load_params(args.params)
         cfg = params.variant(args.variant)
-        tracker = MlflowTracker(args.variant, params.tracking, stage=f"train@{args.variant}")
-        metrics = fit(cfg, args.variant, RunPaths.for_variant(args.variant, args.root, args.data_dir), tracker)
+        for warning in params.masking(args.variant):
+            print(f"train@{args.variant}: warning: {warning}", file=sys.stderr)
+        overrides = {o.key: o.value for o in params.overrides(args.variant)}
+        tracker = MlflowTracker(args.variant, params.tracking, stage=f"train@{args.variant}", overrides=overrides)
+        metrics = fit(cfg, args.variant, RunPaths.for_variant(args.variant, args.root, args.data_dir), tracker,
+                      overrides)
     except (ConfigError, TrainingDiverged, FileNotFoundError) as err:
         print(f"train@{args.variant}: error: {err}", file=sys.stderr)
         return 1
