@@ -122,8 +122,8 @@ def real_reference(train: Tensor, real: Tensor, evaluator: Evaluator, ecfg: Eval
     would score with this many samples (the floor the report's chart draws), `<metric>_real`."""
     g = torch.Generator().manual_seed(ecfg.seed)
     pick = train[torch.randperm(len(train), generator=g)[:ecfg.n_samples].to(train.device)]
-    f_pick, _ = evaluator(pick)
-    f_real, _ = evaluator(real)
+    f_pick = evaluator(pick)[0]
+    f_real = evaluator(real)[0]
     return {"fid_mnist_real": fid(f_pick, f_real),
             "kid_mnist_real": kid(f_pick, f_real, ecfg.kid_subsets, ecfg.kid_subset_size, g)[0]}
 
