@@ -205,6 +205,9 @@ class TrainCfg(Strict):
     fused: bool = False  # the optimisers' fused kernels (torch.optim fused=True): one launch for all parameters
     compile: bool = False  # torch.compile G's and D's forward passes (inductor; the first steps compile)
     cuda_graph: bool = False  # capture the whole iteration in CUDA graphs and replay it: one launch per step
+    # Data-parallel: this many processes under torchrun (ganlab.distributed), each on 1/nproc of every batch; the
+    # same weights as one process (batched variants only; gloo on CPU, NCCL with one GPU per process)
+    nproc: PosInt = 1
 
 
 class Variant(Strict):
