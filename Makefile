@@ -12,7 +12,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The page template `dvc plots show` fills (.dvc/config: plots.html_template), with Vega inlined: renders offline.
+PLOTS_PAGE := .dvc/plots.html
+$(PLOTS_PAGE): src/ganlab/plots_page.py $(STAMP)
+	$(BIN)/python -m ganlab.plots_page $@
+
+setup: $(STAMP) $(PLOTS_PAGE)
 
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
-from ganlab.evaluate import evaluate_variant
+from ganlab.evaluate import evaluate_variant, headline
 
 
 def main() -> int:
@@ -16,6 +16,7 @@ def main() -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data-dir", type=Path, default=Path("data/processed"))
     ap.add_argument("--root", type=Path, default=Path("."), help="where models/ metrics/ plots/ are")
+    ap.add_argument("--headline", type=Path, help="the headline metrics file (default: beside eval.json)")
     args = ap.parse_args()
     try:
         metrics = evaluate_variant(load_params(args.params), args.variant, args.root, args.data_dir)
@@ -23,10 +24,13 @@ def main() -> int:
         print(f"evaluate@{args.variant}: error: {err}", file=sys.stderr)
         return 1
     out = args.root / "metrics" / args.variant / "eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, out)
+    training = json.loads((out.parent / "train.json").read_text())
+    short = args.headline or out.parent / "headline.json"
+    for path, doc in ((out, metrics), (short, headline(metrics, training))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, path)
     print(f"evaluate@{args.variant}: wrote {out} in {metrics['eval_time_s']:.1f} s", file=sys.stderr)
     return 0
 

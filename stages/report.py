@@ -14,7 +14,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--root", type=Path, default=Path("."), help="where metrics/ plots/ samples/ are")
-    ap.add_argument("--out-dir", type=Path, default=Path("reports"))
+    ap.add_argument("--out-dir", type=Path, default=Path("reports/all"))
+    ap.add_argument("--name", default="report", help="the stage's name, and the name of its MLflow run")
     args = ap.parse_args()
     try:
         params = load_params(args.params)
@@ -22,8 +23,8 @@ def main() -> int:
         print(f"report: error: {err}", file=sys.stderr)
         return 1
     paths, metrics = build_report(params, args.root, args.out_dir)
-    run_id = log_summary_run("report", params.tracking, "report", metrics, args.out_dir)
-    print(f"report: wrote {', '.join(map(str, paths))}; MLflow run {run_id}", file=sys.stderr)
+    run_id = log_summary_run(args.name, params.tracking, args.name, metrics, args.out_dir)
+    print(f"{args.name}: wrote {', '.join(map(str, paths))}; MLflow run {run_id}", file=sys.stderr)
     return 0
 
 

@@ -29,11 +29,17 @@ def main() -> int:
         params = load_params(args.params)
         cfg = params.variant(args.variant)
         distributed.check(cfg, args.variant)
+        if not distributed.under_torchrun():  # the parent (or the only process) warns, not every rank
+            for warning in params.masking(args.variant):
+                print(f"train@{args.variant}: warning: {warning}", file=sys.stderr)
         if cfg.train.nproc > 1 and not distributed.under_torchrun():
             return distributed.launch(cfg.train.nproc, sys.argv)
-        tracker = (MlflowTracker(args.variant, params.tracking, stage=f"train@{args.variant}")
+        overrides = {o.key: o.value for o in params.overrides(args.variant)}
+        tracker = (MlflowTracker(args.variant, params.tracking, stage=f"train@{args.variant}", overrides=overrides)
                    if distributed.is_writer() else Tracker())
-        metrics = fit(cfg, args.variant, RunPaths.for_variant(args.variant, args.root, args.data_dir), tracker)
+        par = distributed.setup(cfg)  # None for one process; else this rank of train.nproc
+        metrics = fit(cfg, args.variant, RunPaths.for_variant(args.variant, args.root, args.data_dir), tracker,
+                      overrides, par)
     except (ConfigError, TrainingDiverged, FileNotFoundError) as err:
         print(f"train@{args.variant}: error: {err}", file=sys.stderr)
         return 1

@@ -61,6 +61,17 @@ def env() -> dict[str, str]:
     return e
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+
+def chromium() -> str:
+    """Debian's Chromium, which the browser tests drive through playwright (no browser download)."""
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "this test needs Chromium: `apt-get install chromium` (or set CHROMIUM to its path)"
+    return path
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from ganlab.config import ConfigError, ModelOverrides, TrainCfg, load_params
+from ganlab.config import ConfigError, ModelOverrides, TrainCfg, flatten, load_params
 from helpers import REPO, write_params
 
 
@@ -87,9 +87,63 @@ def test_override_that_breaks_one_variant_fails_at_load(tmp_path):
         load_edited(tmp_path, edit)
 
 
-def test_conditional_conv_is_refused(tmp_path):
+@pytest.mark.parametrize("variant, key, value, family", [
+    ("mnist_dcgan", "n_classes", 10, "cs231n_dcgan"),  # conditioning: mlp only
+    ("mnist_dcgan", "ngf", 32, "cs231n_dcgan"),  # widths: dcgan64 only
+    ("mnist_conv", "d_norm", "none", "blog_conv"),
+    ("celeba_cnn", "ngf", 32, "book_cnn"),
+    ("mnist_dcgan64", "act", "gelu", "dcgan64"),  # GELU: book_cnn only
+])
+def test_a_key_the_family_does_not_use_is_an_error(tmp_path, variant, key, value, family):
     def edit(p):
-        p["variants"]["mnist_dcgan"]["model"]["n_classes"] = 10
-    with pytest.raises(ConfigError, match=r"variants\.mnist_dcgan\.model.*conditioning is implemented for arch "
-                                          r"'mlp' only"):
+        p["variants"][variant]["model"][key] = value
+    with pytest.raises(ConfigError, match=rf"variants\.{variant}\.model\.{key} = {value!r}: the {family} network "
+                                          rf"family does not use this key \(it takes: loss, latent, nz, init"):
         load_edited(tmp_path, edit)
+
+
+def test_keys_of_an_unused_activation_or_loss_are_errors(tmp_path):
+    def slope(p):
+        p["variants"]["mnist_vanilla"]["model"]["g_slope"] = 0.1  # its G uses ReLU
+    with pytest.raises(ConfigError, match=r"g_slope=0.1 is the LeakyReLU slope, but g_act is 'relu'"):
+        load_edited(tmp_path, slope)
+
+    def gp(p):
+        p["variants"]["mnist_vanilla"]["model"]["gp_lambda"] = 5
+    with pytest.raises(ConfigError, match=r"gp_lambda=5.0 is used by the wgan_gp loss only"):
+        load_edited(tmp_path, gp)
+
+
+def test_logged_params_are_the_ones_the_variant_uses():
+    params = load_params(REPO / "params.yaml")
+    assert "model.gp_lambda" not in flatten(params.variant("mnist_vanilla"))
+    assert "model.g_slope" not in flatten(params.variant("mnist_vanilla"))  # ReLU G
+    assert flatten(params.variant("mnist_vanilla"))["model.d_slope"] == 0.01
+    assert flatten(params.variant("mnist_wgan_gp"))["model.gp_lambda"] == 10
+    assert "model.ngf" not in flatten(params.variant("mnist_dcgan"))
+    assert flatten(params.variant("mnist_dcgan64"))["model.ngf"] == 64
+
+
+def test_a_global_override_masking_a_variant_setting_is_named(tmp_path):
+    """The rule: a non-null global key wins. Where it replaces a different value the variant sets itself, the
+    warning names both keys; the same value, or a key the variant leaves unset, is no collision."""
+    def edit(p):
+        p["model"]["loss"] = "lsgan"
+        p["variants"]["mnist_vanilla"]["model"]["loss"] = "hinge"
+        p["train"]["max_steps"] = 10
+    params = load_edited(tmp_path, edit)
+    assert params.variant("mnist_vanilla").model.loss == "lsgan"
+    (warning,) = params.masking("mnist_vanilla")
+    assert "global model.loss = 'lsgan' masks variants.mnist_vanilla.model.loss = 'hinge'" in warning
+    assert params.masking("mnist_lsgan") == []  # lsgan already: nothing masked
+    assert {o.key: o.value for o in params.overrides("mnist_lsgan")} == {"model.loss": "lsgan", "train.max_steps": 10}
+
+
+def test_a_global_loss_override_leaves_gp_lambda_aside(tmp_path):
+    def edit(p):
+        p["model"]["loss"] = "bce"
+        p["model"]["gp_lambda"] = 5
+    params = load_edited(tmp_path, edit)
+    assert params.variant("mnist_wgan_gp").model.gp_lambda is None  # bce: no penalty, and said so
+    assert any("gp_lambda unused" in w for w in params.masking("mnist_wgan_gp"))
+    assert "model.gp_lambda" not in {o.key for o in params.overrides("mnist_vanilla")}

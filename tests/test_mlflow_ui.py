@@ -5,7 +5,6 @@ fails and says so: it is never skipped. Screenshots go to test-artifacts/.
 """
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,18 +16,10 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from helpers import REPO, env, run, write_mnist_h5, write_params
+from helpers import CHROMIUM_ARGS, REPO, chromium, env, run, write_mnist_h5, write_params
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
-
-
-def chromium() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "this test needs Chromium: `apt-get install chromium` (or set CHROMIUM to its path)"
-    return path
 
 
 def free_port() -> int:

@@ -24,11 +24,11 @@ def pipeline(tmp_path, http_server, mnist_csv, celeba_jpegs):
     zip_bytes = write_zip(tmp_path / "celeba.zip", dict(list(celeba_jpegs.items())[:8])).read_bytes()
     http_server.files["/img_align_celeba.zip"] = zip_bytes
 
-    def make(variants, **train):
+    def make(variants, celeba_url=None, **train):
         def edit(p):
             p["data"]["mnist"].update(train_url=http_server.url("/mnist_train.csv"), train_rows=4000,
                                       test_url=http_server.url("/mnist_test.csv"), test_rows=1000)
-            p["data"]["celeba"].update(url=http_server.url("/img_align_celeba.zip"), n_images=8,
+            p["data"]["celeba"].update(url=celeba_url or http_server.url("/img_align_celeba.zip"), n_images=8,
                                        size=len(zip_bytes), md5=hashlib.md5(zip_bytes).hexdigest())
             p["data"]["download"].update(FAST_DOWNLOAD)
             p["variants"] = {k: p["variants"][k] for k in variants}
@@ -42,7 +42,9 @@ def pipeline(tmp_path, http_server, mnist_csv, celeba_jpegs):
 
 @pytest.fixture
 def repo(pipeline):
-    return pipeline(VARIANTS, max_steps=40, log_every=5, checkpoint_every=20)
+    """The curriculum variants plus a CelebA one on a machine where CelebA cannot be had (its URL refuses)."""
+    return pipeline((*VARIANTS, "celeba_cnn"), celeba_url="http://127.0.0.1:9/img_align_celeba.zip", max_steps=40,
+                    log_every=5, checkpoint_every=20)
 
 
 def mlflow_runs(root):
@@ -50,7 +52,7 @@ def mlflow_runs(root):
     client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ganlab")
     runs = client.search_runs([exp.experiment_id]) if exp else []
-    return [r for r in runs if r.data.tags.get("dvc_stage") != "report"]
+    return [r for r in runs if not r.data.tags.get("dvc_stage", "").startswith("report")]
 
 
 def exp_rows(root):
@@ -65,13 +67,30 @@ def exp_rows(root):
     return rows
 
 
-def test_repro_an_ablation_and_queued_experiments(repo):
-    """What a user types, in order: `dvc repro`, an ablation with `dvc exp run -S`, two queued experiments run two
-    at a time (each in its own copy under .dvc/tmp/exps, logging to the main store), and a bad value."""
-    run(["dvc", "repro"], repo)
+def outputs(root, variants):
+    """The bytes of every result a user keeps: models, metrics, loss logs, headline numbers."""
+    files = [f for v in variants for f in (*(root / "models" / v).glob("*.pt"), root / f"metrics/{v}/train.json",
+                                           root / f"metrics/{v}/eval.json", root / f"plots/{v}/losses.csv")]
+    files += list((root / "metrics" / "headline").rglob("*.json"))
+    return {str(f.relative_to(root)): f.read_bytes() for f in files}
+
+
+def changed_stages(root, *targets):
+    """Stage names `dvc status` reports as changed (for the given targets)."""
+    return set(json.loads(run(["dvc", "status", "--json", "--with-deps", *targets], root).stdout))
+
+
+def test_scoped_repro_ablation_and_queued_experiments(repo):
+    """What a user types, in order, on a machine without CelebA: the MNIST/toy curriculum with its report, edits
+    that rerun only what reads them, a refused value that loses nothing, an ablation with `dvc exp run -S`, and
+    two queued experiments run two at a time (each in its own copy under .dvc/tmp/exps, logging to the main store)."""
+    run(["dvc", "repro", "report_curriculum"], repo)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"download_mnist", "download_celeba", "pack_celeba", "make_toy", "train_classifier",
-                                   "report", *(f"{s}@{v}" for s in ("train", "evaluate", "sample") for v in VARIANTS)}
+    assert set(lock["stages"]) == {"check_params", "download_mnist", "make_toy", "train_classifier",
+                                   "report_curriculum", *(f"{s}@{v}" for s in ("train", "evaluate", "sample")
+                                                          for v in VARIANTS)}  # no CelebA stage ran
+    md = (repo / "reports/curriculum/report.md").read_text()
+    assert "celeba_cnn" in md and "without metrics" in md  # configured, named as missing
     # each train stage depends on its own variant's params and the overrides, not on the others'
     assert set(lock["stages"]["train@pattern_1010"]["params"]["params.yaml"]) == {"variants.pattern_1010", "model",
                                                                                   "train"}
@@ -81,23 +100,48 @@ def test_repro_an_ablation_and_queued_experiments(repo):
     for v in VARIANTS:
         m = json.loads((repo / f"metrics/{v}/train.json").read_text())
         assert m["steps"] == 40 and m["run_id"] in {r.info.run_id for r in runs}
+        assert m["config"]["model"]["loss"] == "mse" and m["overrides"]["train.max_steps"] == 40
         assert (repo / f"models/{v}/generator.pt").exists() and (repo / f"plots/{v}/losses.csv").exists()
     git_commit_all(repo, "baseline")
-    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert changed_stages(repo, "report_curriculum") == set()  # editing nothing reruns nothing
 
-    run(["dvc", "exp", "run", "-S", "model.loss=bce"], repo)
+    # an edit reruns what imports the edited module, and only that
+    report_py, loss_py = repo / "src/ganlab/report.py", repo / "src/ganlab/losses.py"
+    for path in (report_py, loss_py):
+        path.write_text(path.read_text() + "\n# an edit\n")
+    assert changed_stages(repo, "report_curriculum") >= {"report_curriculum", *(f"train@{v}" for v in VARIANTS)}
+    assert not changed_stages(repo, "report_curriculum") & {"check_params", "download_mnist", "make_toy"}
+    run(["git", "checkout", "src"], repo)
+    report_py.write_text(report_py.read_text() + "\n# an edit\n")
+    assert changed_stages(repo, "report_curriculum") == {"report_curriculum"}
+    run(["git", "checkout", "src"], repo)
+
+    # a refused value stops before any stage removes its outputs: the last good results stay as they were
+    before = outputs(repo, VARIANTS)
+    for bad in ("train.lr_g=-1", "model.loss=foo"):
+        proc = run(["dvc", "exp", "run", "-S", bad, "report_curriculum"], repo, check=False)
+        assert proc.returncode != 0
+        out = proc.stdout + proc.stderr
+        assert "check_params: error" in out and "epoch 1/" not in out
+        assert outputs(repo, VARIANTS) == before
+        run(["git", "checkout", "params.yaml"], repo)
+    assert "'bce', 'mse', 'lsgan', 'wgan_gp' or 'hinge'" in out
+
+    run(["dvc", "exp", "run", "-S", "model.loss=bce", "report_curriculum"], repo)
     rows = exp_rows(repo)
     (exp,) = [r for r in rows if r[1].get("model", {}).get("loss") == "bce" and r[0] != "workspace"]
-    assert {f"metrics/{v}/train.json" for v in VARIANTS} <= set(exp[2])
-    assert all(exp[2][f"metrics/{v}/train.json"]["steps"] == 40 for v in VARIANTS)
+    headline = {"metrics/headline/pattern_1010/pattern_1010.json", "metrics/headline/mnist/mnist_mlp_first.json"}
+    assert headline <= set(exp[2]) and all(exp[2][f]["steps"] == 40 for f in headline)
+    assert {"fid", "cover"} <= set(exp[2]["metrics/headline/mnist/mnist_mlp_first.json"])
     bce = [r for r in mlflow_runs(repo) if r.data.params["model.loss"] == "bce"]
     assert sorted(r.data.tags["variant"] for r in bce) == sorted(VARIANTS)
     assert all(r.data.tags["dvc_exp_name"] == exp[0] and exp[0] in r.info.run_name for r in bce)
+    assert all(r.data.tags["override.model.loss"] == "bce" and "model.loss" in r.data.tags["overridden"] for r in bce)
     plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)
     assert {f"plots/{v}/losses.csv" for v in VARIANTS} <= set(plots["data"])
 
     for seed in (1, 2):
-        run(["dvc", "exp", "run", "--queue", "-S", f"train.seed={seed}"], repo)
+        run(["dvc", "exp", "run", "--queue", "-S", f"train.seed={seed}", "report_curriculum"], repo)
     run(["dvc", "queue", "start", "-j", "2"], repo)
     deadline = time.time() + 400
     while time.time() < deadline:
@@ -110,12 +154,6 @@ def test_repro_an_ablation_and_queued_experiments(repo):
     assert len(queued) == 4 and all(r.info.status == "FINISHED" and r.data.tags["dvc_exp_name"] for r in queued)
     assert sorted(r.data.params["train.seed"] for r in queued) == ["1", "1", "2", "2"]
     assert not list((repo / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))  # nothing went to the copies
-
-    bad = run(["dvc", "exp", "run", "-S", "model.loss=foo"], repo, check=False)
-    assert bad.returncode != 0
-    out = bad.stdout + bad.stderr
-    assert "model.loss = 'foo'" in out and "'bce', 'mse', 'lsgan', 'wgan_gp' or 'hinge'" in out
-    assert "epoch 1/" not in out  # it failed before any training
 
 
 def test_celeba_branch(pipeline):

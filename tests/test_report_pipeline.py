@@ -59,14 +59,14 @@ def test_repro_builds_the_report_of_the_variants_that_ran(repo):
     assert (repo / "samples/mnist_mlp_first/sample/interpolation.png").exists()
     assert (repo / "samples/mnist_mlp_first/sample/seeds.png").exists()
 
-    md = (repo / "reports/report.md").read_text()
+    md = (repo / "reports/all/report.md").read_text()
     for v in VARIANTS:
         assert re.search(rf"^\| {v} \|", md, re.M), v  # a row of the table of all variants
     assert "Not in this params.yaml at all: " in md and "celeba_mlp" in md and "mnist_cgan" in md
-    html = (repo / "reports/report.html").read_text()
+    html = (repo / "reports/all/report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", html)
     assert "img/mnist_mlp_first/interpolation.png" in images and "img/xy_game.png" in images
-    assert all((repo / "reports" / src).is_file() for src in images)
+    assert all((repo / "reports" / "all" / src).is_file() for src in images)
 
     client = MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ganlab")

@@ -37,9 +37,13 @@ def runs(root):
 
 def test_a_run_holds_params_tags_metrics_and_artifacts(root, monkeypatch):
     write_params(root / "params.yaml", lambda p: p["train"].update(max_steps=30, log_every=5, device="cpu"))
-    run(stage(root, "mnist_cgan"), root)
+    proc = run(stage(root, "mnist_cgan"), root)
+    # the global log_every masks the variant's own 10: said at parse time, naming both keys
+    assert "global train.log_every = 5 masks variants.mnist_cgan.train.log_every = 10" in proc.stderr
     (r,) = runs(root)
     assert r.info.status == "FINISHED" and r.info.run_name == "mnist_cgan"
+    assert r.data.tags["override.train.log_every"] == "5" and r.data.tags["overridden"] == \
+        "train.device,train.log_every,train.max_steps"
     assert r.data.params["model.loss"] == "bce" and r.data.params["train.lr_g"] == "0.0001"
     assert r.data.params["model.n_classes"] == "10" and r.data.params["train.max_steps"] == "30"
     assert r.data.tags["variant"] == "mnist_cgan" and r.data.tags["source"] == "book"

@@ -3,12 +3,15 @@
 Every section is a pydantic model with `extra="forbid"`, so a misspelt key is an error, and every value is checked
 against what is allowed. `ConfigError` carries one line per problem, naming the key, the value and what is allowed.
 
-A variant's configuration is `variants.<name>` with the global `model:` and `train:` overrides laid over it
-(every non-null override wins), so `dvc exp run -S model.loss=bce` changes every variant at once.
+A variant's configuration is `variants.<name>` with the global `model:` and `train:` overrides laid over it: a
+non-null global key wins over the same key in every variant it applies to, so `dvc exp run -S model.loss=bce`
+changes every variant at once. Where a global key replaces a different value that a variant sets itself,
+`Params.masking` says so (the train stage prints it, check_params lists them all).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 from urllib.parse import urlparse
@@ -135,47 +138,103 @@ class VariantData(Strict):
 
 
 class ModelCommon(Strict):
+    """The keys every network family takes. `gp_lambda` belongs to the `wgan_gp` loss: it is filled with 10 when
+    that loss is chosen without it, and setting it with another loss is an error (it would change nothing)."""
+
     loss: Literal[LOSSES] = "bce"  # type: ignore[valid-type]
     latent: Literal["const", "rand", "randn", "uniform"] = "randn"  # const = 0.5 (the book's 1010 GAN)
     nz: PosInt = 100
-    n_classes: NonNegInt = 0  # > 0: conditional on a one-hot label
     init: Literal["default", "xavier", "dcgan", "normal"] = "default"
-    gp_lambda: NonNegFloat = 10.0  # wgan_gp only
+    gp_lambda: Optional[NonNegFloat] = None  # wgan_gp only; null there means 10 (Gulrajani et al.)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gp_default(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("loss") == "wgan_gp" and raw.get("gp_lambda") is None:
+            return {**raw, "gp_lambda": 10.0}
+        return raw
+
+    @model_validator(mode="after")
+    def _gp_used(self) -> "ModelCommon":
+        if self.gp_lambda is not None and self.loss != "wgan_gp":
+            raise ValueError(f"gp_lambda={self.gp_lambda} is used by the wgan_gp loss only, and this model's loss "
+                             f"is {self.loss!r}; remove gp_lambda (or set loss: wgan_gp)")
+        return self
 
 
 class MlpModel(ModelCommon):
-    """Fully connected G and D: Linear, act, norm per hidden layer (the order all the sources use)."""
+    """Fully connected G and D: Linear, act, norm per hidden layer (the order all the sources use). A LeakyReLU
+    slope belongs to `lrelu`: it defaults to 0.2 there and is an error with another activation."""
 
     arch: Literal["mlp"]
     g_hidden: list[PosInt]
     d_hidden: list[PosInt]
     g_act: Act = "lrelu"
     d_act: Act = "lrelu"
-    g_slope: NonNegFloat = 0.2  # LeakyReLU negative slope
-    d_slope: NonNegFloat = 0.2
+    g_slope: Optional[NonNegFloat] = None  # LeakyReLU negative slope (lrelu only; null there means 0.2)
+    d_slope: Optional[NonNegFloat] = None
     g_norm: Norm = "none"
     d_norm: Norm = "none"
     g_out: Literal["sigmoid", "tanh", "none"] = "sigmoid"
+    n_classes: NonNegInt = 0  # > 0: conditional on a one-hot label (G's seed and D's image both get it)
 
-
-class ConvModel(ModelCommon):
-    """A convolutional family whose layer list is fixed by its source (see ganlab.models)."""
-
-    arch: Literal["cs231n_dcgan", "dcgan64", "blog_conv", "book_cnn"]
-    act: Literal["default", "gelu"] = "default"  # book_cnn: `gelu` replaces every LeakyReLU (notebook 15)
-    ngf: PosInt = 64  # dcgan64 widths
-    ndf: PosInt = 64
-    d_norm: Literal["batchnorm", "none"] = "batchnorm"  # dcgan64 critic: `none` for WGAN-GP
+    @model_validator(mode="before")
+    @classmethod
+    def _slope_default(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        for net in ("g", "d"):
+            if raw.get(f"{net}_act", "lrelu") == "lrelu" and raw.get(f"{net}_slope") is None:
+                raw[f"{net}_slope"] = 0.2
+        return raw
 
     @model_validator(mode="after")
-    def _unconditional(self) -> "ConvModel":
-        if self.n_classes:
-            raise ValueError(f"n_classes={self.n_classes}: conditioning is implemented for arch 'mlp' only; "
-                             f"set n_classes to 0")
+    def _slope_used(self) -> "MlpModel":
+        for net in ("g", "d"):
+            act, slope = getattr(self, f"{net}_act"), getattr(self, f"{net}_slope")
+            if act != "lrelu" and slope is not None:
+                raise ValueError(f"{net}_slope={slope} is the LeakyReLU slope, but {net}_act is {act!r}; remove "
+                                 f"{net}_slope (or set {net}_act: lrelu)")
         return self
 
 
-ModelCfg = Annotated[Union[MlpModel, ConvModel], Field(discriminator="arch")]
+class ConvModel(ModelCommon):
+    """A convolutional family whose layer list is fixed by its source (see ganlab.models). Each family takes only
+    the keys its networks use; a key it does not use is an error, so an ablation of it cannot silently do nothing."""
+
+    @property
+    def n_classes(self) -> int:
+        return 0  # conditioning is implemented for the mlp family only
+
+
+class Cs231nDcganModel(ConvModel):
+    arch: Literal["cs231n_dcgan"]
+
+
+class Dcgan64Model(ConvModel):
+    arch: Literal["dcgan64"]
+    ngf: PosInt = 64  # G's and D's base widths
+    ndf: PosInt = 64
+    d_norm: Literal["batchnorm", "none"] = "batchnorm"  # the critic: `none` for WGAN-GP
+
+
+class BlogConvModel(ConvModel):
+    arch: Literal["blog_conv"]
+
+
+class BookCnnModel(ConvModel):
+    arch: Literal["book_cnn"]
+    act: Literal["lrelu", "gelu"] = "lrelu"  # `gelu` replaces every LeakyReLU(0.2) (book notebook 15)
+
+
+FAMILIES: dict[str, type[ModelCommon]] = {
+    "mlp": MlpModel, "cs231n_dcgan": Cs231nDcganModel, "dcgan64": Dcgan64Model, "blog_conv": BlogConvModel,
+    "book_cnn": BookCnnModel}
+
+
+ModelCfg = Annotated[Union[MlpModel, Cs231nDcganModel, Dcgan64Model, BlogConvModel, BookCnnModel],
+                     Field(discriminator="arch")]
 
 
 class TrainCfg(Strict):
@@ -318,25 +377,74 @@ class Params(Strict):
             raise ConfigError(f"params.yaml: variants.{name}: no such variant; "
                               f"defined are {', '.join(sorted(self.variants))}")
         raw = {k: dict(v) if isinstance(v, dict) else v for k, v in self.variants[name].items()}
-        for section, overrides in (("model", self.model), ("train", self.train)):
-            set_here = overrides.model_dump(exclude_none=True)
-            if set_here:
-                raw[section] = {**(raw.get(section) or {}), **set_here}
+        for o in self.overrides(name):
+            section, key = o.key.split(".", 1)
+            raw[section] = {**(raw.get(section) or {}), key: o.value}
+        if self._gp_unused(name):  # a global loss override leaves the variant's own gp_lambda without a use
+            raw["model"] = {k: v for k, v in raw["model"].items() if k != "gp_lambda"}
         return _validate(Variant, raw, prefix=f"variants.{name}")
+
+    def _gp_unused(self, name: str) -> bool:
+        own = (self.variants.get(name) or {}).get("model") or {}
+        return own.get("gp_lambda") is not None and self.model.loss not in (None, "wgan_gp")
+
+    def overrides(self, name: str) -> list["Override"]:
+        """The global keys that apply to variant `name`, with the variant's own value each one replaces.
+
+        The rule: a non-null key of the global `model:` or `train:` block wins over the same key in every variant
+        it applies to. `model.gp_lambda` applies only to variants whose loss is wgan_gp (the others do not use it).
+        """
+        own_sections = self.variants.get(name) or {}
+        found = []
+        for section, block in (("model", self.model), ("train", self.train)):
+            own = own_sections.get(section) or {}
+            for key, value in block.model_dump(exclude_none=True).items():
+                if (section, key) == ("model", "gp_lambda") and (self.model.loss or own.get("loss")) != "wgan_gp":
+                    continue
+                found.append(Override(f"{section}.{key}", _plain(value), _plain(own.get(key))))
+        return found
+
+    def masking(self, name: str) -> list[str]:
+        """One warning per global override that replaces a different value set in the variant itself."""
+        return [f"params.yaml: global {o.key} = {o.value!r} masks variants.{name}.{o.key} = {o.masked!r} "
+                f"(global overrides win); to train {name} with its own value, set {o.key}: null"
+                for o in self.overrides(name) if o.masks] + (
+            [f"params.yaml: global model.loss = {self.model.loss!r} leaves variants.{name}.model.gp_lambda unused "
+             f"(it belongs to wgan_gp); {name} trains without a gradient penalty"] if self._gp_unused(name) else [])
+
+
+@dataclass(frozen=True)
+class Override:
+    key: str  # "model.loss"
+    value: Any  # the global value that is used
+    masked: Any  # the variant's own value it replaces; None when the variant does not set the key
+
+    @property
+    def masks(self) -> bool:
+        return self.masked is not None and self.masked != self.value
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _fmt_errors(err: ValidationError, prefix: str) -> str:
     lines = []
     for e in err.errors():
-        # Drop pydantic's union-tag entries ("mlp", "function-after[...]") from the location.
-        loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and (p in ("mlp",) or "[" in p))]
+        # Drop pydantic's union-tag entries (the family name, "function-after[...]") from the location.
+        family = next((p for p in e["loc"] if isinstance(p, str) and p in FAMILIES), None)
+        loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and (p in FAMILIES or "[" in p))]
         key = ".".join(([prefix] if prefix else []) + loc)
         value = e.get("input")
         shown = "(missing)" if e["type"] == "missing" else repr(value)
         if isinstance(value, dict):
             shown = "{...}"
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and family:
+            takes = ", ".join(k for k in FAMILIES[family].model_fields if k != "arch")
+            msg = (f"the {family} network family does not use this key (it takes: {takes}); remove it, or pick an "
+                   f"arch that uses it")
+        elif e["type"] == "extra_forbidden":
             msg = "unknown key; remove it or check its spelling"
         lines.append(f"params.yaml: {key} = {shown}: {msg}")
     return "\n".join(lines)
@@ -365,8 +473,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def flatten(cfg: BaseModel | dict, prefix: str = "") -> dict[str, Any]:
-    """{'model': {'loss': 'bce'}} -> {'model.loss': 'bce'}: for logging resolved params."""
-    d = cfg.model_dump() if isinstance(cfg, BaseModel) else cfg
+    """{'model': {'loss': 'bce'}} -> {'model.loss': 'bce'}: for logging resolved params. Null keys (a setting the
+    variant does not use, or "no cap") are left out, so a run lists only what shaped it."""
+    d = cfg.model_dump(exclude_none=True) if isinstance(cfg, BaseModel) else cfg
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from ganlab.classifier import N_CLASSES, Evaluator, load_classifier
 from ganlab.config import EvalCfg, Params, Variant, VariantData
@@ -163,9 +165,36 @@ def celeba_metrics(gan: GAN, data: Dataset, ecfg: EvalCfg, device: torch.device)
                                                                   g, ecfg.chunk)
     out.update(fid_inception=None, kid_inception=None, fid_inception_reason=reason)
     if inception is not None:
-        feats = [torch.cat([inception(b) for b in bs]) for bs in (fake_batches, real_batches)]
+        feats = [torch.cat([inception(b) for b in tqdm(bs, desc=f"Inception features: {which}", unit="batch",
+                                                       file=sys.stderr, mininterval=2.0, dynamic_ncols=True)])
+                 for which, bs in (("samples", fake_batches), ("real", real_batches))]
         out["fid_inception"] = fid(*feats)
         out["kid_inception"] = kid(*feats, ecfg.kid_subsets, ecfg.kid_subset_size, g)[0]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- headline
+# The handful of numbers a user compares across variants and experiments (`dvc exp show`, `dvc metrics diff`):
+# short keys, so that a comparison over a few variants fits a terminal. Only the keys a variant has are written.
+HEADLINE = {  # headline key: the eval.json (or train.json) keys it takes, the first present wins
+    "fid": ("fid_mnist", "fid_inception", "fid_pixels16", "fid_gaussian"),
+    "kid": ("kid_mnist", "kid_inception"),
+    "err": ("pattern_mae", "mean_error"),  # the toys' distance to their target
+    "cover": ("class_coverage",),  # digits drawn (of 10)
+    "unrec": ("unrecognisable_share",),  # share of samples the evaluator cannot read as any digit
+    "acc": ("cgan_accuracy",),  # conditional: the asked digit drawn
+    "d": ("d_loss",), "g": ("g_loss",),  # final losses (mean over the last rows)
+    "steps": ("steps",), "img_s": ("images_per_s",),
+}
+
+
+def headline(evaluation: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    both = {**training, **evaluation}
+    out = {}
+    for key, sources in HEADLINE.items():
+        value = next((both[s] for s in sources if both.get(s) is not None), None)
+        if value is not None:
+            out[key] = round(value, 4) if isinstance(value, float) else value
     return out
 
 

@@ -7,16 +7,19 @@
 - Nearest-neighbour memorisation, and the class-histogram mode-collapse detectors.
 
 Distance matrices are never built whole: 10,000 × 60,000 distances are taken in `chunk` × `chunk` blocks.
+The long loops (KID's subsets, the distance blocks) show a progress bar on stderr, named by `desc`.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Iterator, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 
 # --------------------------------------------------------------------------------------------------- Fréchet, KID
@@ -58,26 +61,29 @@ def kid(a: Tensor, b: Tensor, subsets: int, subset_size: int, generator: torch.G
     m = min(subset_size, len(a), len(b))
     a, b = a.detach().double().cpu(), b.detach().double().cpu()
     vals = [_mmd2_unbiased(a[torch.randperm(len(a), generator=generator)[:m]],
-                           b[torch.randperm(len(b), generator=generator)[:m]]) for _ in range(subsets)]
+                           b[torch.randperm(len(b), generator=generator)[:m]]) for _ in _bar(range(subsets), "KID subsets", unit="subset")]
     return float(np.mean(vals)), float(np.std(vals))
 
 
+def _bar(iterable, desc: str, total: Optional[int] = None, unit: str = "it") -> tqdm:
+    return tqdm(iterable, desc=desc, total=total, unit=unit, file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
+
+
 # --------------------------------------------------------------------------------------------------- neighbours
-def _blocks(query: Tensor, ref: Tensor, chunk: int) -> Iterator[tuple[int, int, Tensor]]:
+def _blocks(query: Tensor, ref: Tensor, chunk: int, desc: str) -> Iterator[tuple[int, int, Tensor]]:
     """(row offset, column offset, distances (<= chunk, <= chunk)) over the whole query × ref matrix."""
-    for i in range(0, len(query), chunk):
-        q = query[i:i + chunk]
-        for j in range(0, len(ref), chunk):
-            yield i, j, torch.cdist(q, ref[j:j + chunk])
+    pairs = [(i, j) for i in range(0, len(query), chunk) for j in range(0, len(ref), chunk)]
+    for i, j in _bar(pairs, desc, unit="block"):
+        yield i, j, torch.cdist(query[i:i + chunk], ref[j:j + chunk])
 
 
 def knn_distance(query: Tensor, ref: Tensor, k: int = 1, chunk: int = 2048,
-                 self_index: Optional[Tensor] = None) -> Tensor:
+                 self_index: Optional[Tensor] = None, desc: str = "nearest neighbours") -> Tensor:
     """Distance (N,) from each query row to its k-th nearest ref row. `self_index[i]`: a ref row to leave out for
     query row i (the row itself, when query rows are ref rows), so a point is never its own neighbour."""
     query, ref = query.float(), ref.float()
     best = torch.full((len(query), k), math.inf, device=query.device)
-    for i, j, d in _blocks(query, ref, chunk):
+    for i, j, d in _blocks(query, ref, chunk, desc):
         if self_index is not None:
             rows = torch.arange(d.shape[0], device=d.device)
             cols = self_index[i:i + d.shape[0]].to(d.device) - j
@@ -88,24 +94,26 @@ def knn_distance(query: Tensor, ref: Tensor, k: int = 1, chunk: int = 2048,
     return best[:, k - 1]
 
 
-def knn_radii(x: Tensor, k: int, chunk: int = 2048) -> Tensor:
+def knn_radii(x: Tensor, k: int, chunk: int = 2048, desc: str = "radii") -> Tensor:
     """Each row's distance to its k-th nearest other row of the same set: the radius of its ball."""
-    return knn_distance(x, x, k, chunk, self_index=torch.arange(len(x)))
+    return knn_distance(x, x, k, chunk, self_index=torch.arange(len(x)), desc=desc)
 
 
-def in_manifold(query: Tensor, ref: Tensor, radii: Tensor, chunk: int = 2048) -> Tensor:
+def in_manifold(query: Tensor, ref: Tensor, radii: Tensor, chunk: int = 2048, desc: str = "in manifold") -> Tensor:
     """(N,) bool: query row lies in at least one ref row's ball."""
     query, ref = query.float(), ref.float()
     inside = torch.zeros(len(query), dtype=torch.bool, device=query.device)
-    for i, j, d in _blocks(query, ref, chunk):
+    for i, j, d in _blocks(query, ref, chunk, desc):
         inside[i:i + d.shape[0]] |= (d <= radii[j:j + d.shape[1]]).any(dim=1)
     return inside
 
 
 def precision_recall(real: Tensor, fake: Tensor, k: int = 3, chunk: int = 2048) -> tuple[float, float]:
     """Precision: share of fake samples on the real manifold; recall: share of real samples on the fake one."""
-    precision = in_manifold(fake, real, knn_radii(real, k, chunk), chunk).float().mean()
-    recall = in_manifold(real, fake, knn_radii(fake, k, chunk), chunk).float().mean()
+    precision = in_manifold(fake, real, knn_radii(real, k, chunk, "precision: real radii"), chunk,
+                            "precision: fake in real").float().mean()
+    recall = in_manifold(real, fake, knn_radii(fake, k, chunk, "recall: fake radii"), chunk,
+                         "recall: real in fake").float().mean()
     return float(precision), float(recall)
 
 
@@ -115,8 +123,10 @@ def nn_memorization(fake: Tensor, train: Tensor, n_ref: int, generator: torch.Ge
     distance (a training image to its nearest *other* training image, over `n_ref` random ones), and that median.
     A sampler of fresh images from the data distribution scores about 0.5; copies of training images score 1."""
     ref = torch.randperm(len(train), generator=generator)[:min(n_ref, len(train))]
-    threshold = knn_distance(train[ref], train, 1, chunk, self_index=ref).median()
-    return float((knn_distance(fake, train, 1, chunk) < threshold).float().mean()), float(threshold)
+    threshold = knn_distance(train[ref], train, 1, chunk, self_index=ref,
+                             desc="memorisation: real to train").median()
+    nearest = knn_distance(fake, train, 1, chunk, desc="memorisation: samples to train")
+    return float((nearest < threshold).float().mean()), float(threshold)
 
 
 # --------------------------------------------------------------------------------------------------- classes

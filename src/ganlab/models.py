@@ -1,6 +1,6 @@
 """Generators and discriminators, built from a variant's model config.
 
-The layer lists are the sources' own (shared/reference/variants.md). Two conventions hold for every family:
+The layer lists are the sources' own (docs/variants.md). Two conventions hold for every family:
 - G takes a latent batch (B, nz) and, when conditional, integer labels (B,); it returns data-shaped samples
   (B, C, H, W) for images or (B, D) for vectors.
 - D takes data-shaped samples (and labels) and returns raw scores (B,). The sources' final Sigmoid is left out;

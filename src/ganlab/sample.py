@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from ganlab.config import Params, SampleCfg
 from ganlab.data.load import TOY, Dataset, load_dataset
@@ -76,7 +78,8 @@ def image_pictures(gan: GAN, data: Dataset, scfg: SampleCfg, out_dir: Path) -> l
                 "interpolation.png": (interpolation_latents(seed1, seed2), INTERP_STEPS if k else 4),
                 "seeds.png": (seed_arithmetic(seed1, seed2), 5)}
     paths = []
-    for fname, (z, ncol) in pictures.items():
+    for fname, (z, ncol) in tqdm(pictures.items(), desc="pictures", unit="picture", file=sys.stderr,
+                                 dynamic_ncols=True):
         z, y = rows_per_digit(gan, z, k)
         x = draw(gan, z, y, context)
         save_png(make_grid(data.unscale(x), nrow=ncol), out_dir / fname)

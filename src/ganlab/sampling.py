@@ -6,12 +6,14 @@ Samples come from the engine's own pieces: `build_gan` for the networks and the 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
 import h5py
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from ganlab.config import Variant, VariantData
 from ganlab.data.load import TOY, Dataset
@@ -55,14 +57,18 @@ def balanced_labels(n: int, n_classes: int, device: torch.device) -> Optional[Te
     return torch.arange(n, device=device) % n_classes if n_classes else None
 
 
-def sample_batches(gan: GAN, n: int, batch_size: int, seed: int) -> Iterator[tuple[Tensor, Optional[Tensor]]]:
-    """n samples in the variant's own scale, in batches, with the labels asked for (balanced) when conditional."""
+def sample_batches(gan: GAN, n: int, batch_size: int, seed: int,
+                   desc: str = "generate") -> Iterator[tuple[Tensor, Optional[Tensor]]]:
+    """n samples in the variant's own scale, in batches, with the labels asked for (balanced) when conditional.
+    A progress bar on stderr counts them."""
     reseed(gan, seed)
     labels = balanced_labels(n, gan.cfg.model.n_classes, gan.rng.device)
-    for i in range(0, n, batch_size):
-        z, _ = gan.latent(min(batch_size, n - i))
-        y = None if labels is None else labels[i:i + len(z)]
-        yield generate(gan.G, z, y), y
+    with tqdm(total=n, desc=desc, unit="sample", file=sys.stderr, mininterval=2.0, dynamic_ncols=True) as bar:
+        for i in range(0, n, batch_size):
+            z, _ = gan.latent(min(batch_size, n - i))
+            y = None if labels is None else labels[i:i + len(z)]
+            yield generate(gan.G, z, y), y
+            bar.update(len(z))
 
 
 def to_uint8(data: Dataset, x: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""What the sources state, in one place, each number with its citation (shared/reference/variants.md).
+"""What the sources state, in one place, each number with its citation (docs/variants.md).
 
 The report lays every entry beside our measurement of the same quantity. `quantity` names our value:
 - eval.json keys: `pattern`, `pattern_mae`, `d_loss` (D's two terms summed, as CS231n prints it),
@@ -82,7 +82,7 @@ STATED: tuple[Stated, ...] = (
     Stated("mnist_dcgan", "d_loss", 1.30, CS231N, "the last printed iteration"),
     Stated("mnist_dcgan", "g_loss", 1.58, CS231N, "the last printed iteration"),
     # --- DCGAN post (variants.md C)
-    Stated("mnist_dcgan64", "wall_time_per_epoch_s", 67.0, "DCGAN post (seed file 001)",
+    Stated("mnist_dcgan64", "wall_time_per_epoch_s", 67.0, "DCGAN post on 64x64 MNIST (docs/variants.md C)",
            "1 min 6-8 s per epoch of 700 steps on the author's GPU"),
     # --- d2l (variants.md E): D loss is the mean of its two terms
     Stated("gaussian_2d", "d_loss_per_term", math.log(2), "d2l, Generative Adversarial Networks", "≈ 0.693"),

@@ -58,6 +58,18 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def open_client(uri: str) -> Any:
+    """An MlflowClient whose store exists. Opening a fresh SQLite store creates its schema (MLflow runs its
+    migrations on first use), so that happens under `store_lock` like every other write: two runs started at once
+    on a new store would otherwise both create the tables and one of them crash."""
+    from mlflow.tracking import MlflowClient  # imported here: it takes seconds, and only stages need it
+
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # opens the store: creates or migrates the schema now
+    return client
+
+
 def _git_commit(root: Path) -> str:
     proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"
@@ -67,12 +79,11 @@ class MlflowTracker(Tracker):
     """Logs one training run: resolved params and tags at the start, loss rows in batches, a grid per epoch, and
     at the end the final metrics, the loss curves, the generator (state dict + the config to rebuild it)."""
 
-    def __init__(self, name: str, cfg: TrackingCfg, stage: str):
-        from mlflow.tracking import MlflowClient  # imported here: it takes seconds, and only stages need it
-
+    def __init__(self, name: str, cfg: TrackingCfg, stage: str, overrides: Optional[dict[str, Any]] = None):
         self.name, self.cfg, self.stage = name, cfg, stage
+        self.overrides = overrides or {}
         self.uri = tracking_uri(cfg)
-        self.client = MlflowClient(self.uri)
+        self.client = open_client(self.uri)
         self.run_id: Optional[str] = None
         self.buffer: list[Any] = []
         self.last_flush = time.monotonic()
@@ -93,7 +104,12 @@ class MlflowTracker(Tracker):
                 "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "dvc_stage": self.stage,
                 "device": (torch.cuda.get_device_name() if cfg.train.device != "cpu" and torch.cuda.is_available()
                            else "cpu"),
-                "torch_version": torch.__version__, "host": socket.gethostname(), "pid": str(os.getpid())}
+                "torch_version": torch.__version__, "host": socket.gethostname(), "pid": str(os.getpid()),
+                # the global overrides that shaped this run: filter with `tags.overridden LIKE '%model.loss%'`
+                # or `tags."override.model.loss" = 'bce'`
+                "overridden": ",".join(sorted(self.overrides)),
+                **{f"override.{k}": json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+                   for k, v in self.overrides.items()}}
 
     def start(self, cfg: Variant, resumed_run_id: Optional[str]) -> Optional[str]:
         from mlflow.entities import Param, RunTag
@@ -216,11 +232,9 @@ def _note(name: str, cfg: Variant) -> str:
 def load_generator(run_id: str, tracking: TrackingCfg = TrackingCfg(), device: str = "cpu") -> torch.nn.Module:
     """Rebuild a logged generator from its run: the artifact `model/generator.pt` (a state dict) and
     `model/variant.json` (the resolved config), so no pickled code is needed to load it back."""
-    from mlflow.tracking import MlflowClient
-
     from ganlab.models import build_models
 
-    client = MlflowClient(tracking_uri(tracking))
+    client = open_client(tracking_uri(tracking))
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(client.download_artifacts(run_id, "model", tmp))
         info = json.loads((local / "variant.json").read_text())

@@ -472,11 +472,11 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps
             save_checkpoint(ckpt, gan, prog)
 
 
-def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) -> dict[str, Any]:
-    """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics."""
-    from ganlab import distributed
-
-    par = distributed.setup(cfg)  # None for one process; else this rank of train.nproc (torchrun)
+def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
+        overrides: Optional[dict[str, Any]] = None, par: Any = None) -> dict[str, Any]:
+    """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics.
+    train.json also records the effective config and the global `overrides` that shaped it ({key: value}).
+    `par`: this process's ganlab.distributed.Parallel in a data-parallel run (train.nproc > 1), else None."""
     device = par.device if par else resolve_device(cfg.train.device)
     if cfg.train.cuda_graph and device.type != "cuda":
         raise ConfigError(f"train.cuda_graph is true but training runs on {device}: CUDA graphs need a CUDA "
@@ -511,6 +511,7 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker()) 
         raise
     prog.wall_s, prog.complete = time.perf_counter() - started, True
     metrics = summary(cfg, name, prog, device, len(data))
+    metrics.update(config=cfg.model_dump(mode="json"), overrides=overrides or {})
     if writer:
         write_outputs(gan, data, prog, metrics, paths)
         save_checkpoint(ckpt, gan, prog)

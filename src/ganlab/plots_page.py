@@ -1,0 +1,163 @@
+"""The page template `dvc plots show` fills, with Vega, Vega-Lite and Vega-Embed inlined, so the plots render offline.
+
+DVC's own page loads the three libraries from a CDN, so without internet it is blank. `.dvc/config` points
+`plots.html_template` at `.dvc/plots.html`, which `make setup` writes with this module:
+
+    python -m ganlab.plots_page .dvc/plots.html
+
+It fetches the pinned npm packages with `npm pack` (the npm registry; Node.js and npm are on our machines), checks
+each tarball against its pinned integrity, and inlines each package's minified browser build and licence into the
+page. dvc-render fills `{plot_divs}` (required) and `{refresh_tag}`; we leave out its `{scripts}`, the CDN tags.
+The versions are the majors DVC's page targets (its Vega-Lite specs declare the v5 schema).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from ganlab.data.download import atomic_output
+
+
+@dataclass(frozen=True)
+class Bundle:
+    name: str
+    version: str
+    integrity: str  # npm's sha512 of the tarball, as `npm view NAME@VERSION dist.integrity` prints it
+    script: str  # the browser build inside the package (UMD: sets window.vega, vegaLite, vegaEmbed)
+
+
+# Loaded in this order: vega-lite needs vega; vega-embed needs both.
+BUNDLES = (
+    Bundle("vega", "5.33.1",
+           "sha512-1fArfVDUqVbb5z8n+/nVQb+VNBzx8svY6CrsyTK4Ujm4yrd9I1auoKxBAPXLCavY1LcrbHUskQbGUP8gXOzyQw==",
+           "build/vega.min.js"),
+    Bundle("vega-lite", "5.23.0",
+           "sha512-l4J6+AWE3DIjvovEoHl2LdtCUkfm4zs8Xxx7INwZEAv+XVb6kR6vIN1gt3t2gN2gs/y4DYTs/RPoTeYAuEg6mA==",
+           "build/vega-lite.min.js"),
+    Bundle("vega-embed", "6.29.0",
+           "sha512-PmlshTLtLFLgWtF/b23T1OwX53AugJ9RZ3qPE2c01VFAbgt3/GSNI/etzA/GzdrkceXFma+FDHNXUppKuM0U6Q==",
+           "build/vega-embed.min.js"),
+)
+# dvc-render replaces these `{name}` strings anywhere in the template, our inlined scripts included.
+DVC_PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")
+
+PAGE = jinja2.Template("""<!DOCTYPE html>
+<html>
+<head>
+    <meta charset="utf-8">
+    {refresh_tag}
+    <title>DVC Plot</title>
+{%- for b in bundles %}
+    <!-- {{ b.name }} {{ b.version }} from the npm registry: {{ b.script }}. Licence: {{ b.licence_id }}.
+{{ b.licence }}
+    -->
+    <script>
+{{ b.code }}
+    </script>
+{%- endfor %}
+    <style>
+        table {
+            border-spacing: 15px;
+        }
+    </style>
+</head>
+<body>
+    {plot_divs}
+</body>
+</html>
+""", autoescape=False)  # the scripts are inlined verbatim; _inlinable checks they cannot end the tag early
+
+
+class PlotsPageError(RuntimeError):
+    pass
+
+
+def check_integrity(tarball: Path, bundle: Bundle) -> None:
+    algorithm, _, expected = bundle.integrity.partition("-")
+    with open(tarball, "rb") as f:
+        got = base64.b64encode(hashlib.file_digest(f, algorithm).digest()).decode()
+    if got != expected:
+        raise PlotsPageError(f"{tarball.name}: not {bundle.name}@{bundle.version} as pinned in {__name__}.BUNDLES "
+                             f"(its {algorithm} is {got}, expected {expected}); the registry npm uses served "
+                             "another file: check `npm config get registry`")
+
+
+def _member(tar: tarfile.TarFile, tarball: Path, path: str, required: bool = True) -> str:
+    try:
+        return tar.extractfile(f"package/{path}").read().decode("utf-8")
+    except (KeyError, AttributeError):
+        if not required:
+            return ""
+        raise PlotsPageError(f"{tarball}: has no package/{path}") from None
+
+
+def _inlinable(text: str, what: str) -> str:
+    for bad in ("</script", "<!--", "-->", *DVC_PLACEHOLDERS):
+        if bad in text:
+            raise PlotsPageError(f"{what} contains {bad!r}, which would break the page; it cannot be inlined")
+    return text
+
+
+def render_page(tarballs: dict[str, Path]) -> str:
+    """The template from the npm tarballs of BUNDLES (name -> path), each checked against its pinned integrity."""
+    parts = []
+    for b in BUNDLES:
+        check_integrity(tarballs[b.name], b)
+        with tarfile.open(tarballs[b.name], "r:gz") as tar:
+            code = _member(tar, tarballs[b.name], b.script)
+            licence_id = json.loads(_member(tar, tarballs[b.name], "package.json"))["license"]
+            # vega's tarball has no LICENSE file (its package.json names the licence; vega-lite's LICENSE is
+            # the same BSD-3-Clause text of the same lab), so the text goes in where the package ships it
+            licence = _member(tar, tarballs[b.name], "LICENSE", required=False)
+        parts.append({"name": b.name, "version": b.version, "script": b.script, "licence_id": licence_id,
+                      "code": _inlinable(code, f"{b.name} {b.script}"), "licence": _inlinable(licence, "LICENSE")})
+    return PAGE.render(bundles=parts)
+
+
+def npm_pack(dest: Path) -> dict[str, Path]:
+    """`npm pack NAME@VERSION ...` into dest: the tarballs, as the npm registry serves them."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise PlotsPageError("npm not found: the offline plots page takes Vega from the npm registry; "
+                             "install Node.js and npm (Debian: apt-get install nodejs npm)")
+    specs = [f"{b.name}@{b.version}" for b in BUNDLES]
+    done = subprocess.run([npm, "pack", "--json", "--pack-destination", str(dest), *specs],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PlotsPageError(f"npm pack {' '.join(specs)} failed:\n{done.stderr.strip()}")
+    return {p["name"]: dest / p["filename"] for p in json.loads(done.stdout)}
+
+
+def write_page(out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        page = render_page(npm_pack(Path(tmp)))
+    with atomic_output(out) as part:
+        part.write_text(page, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path, help="the template to write, e.g. .dvc/plots.html")
+    args = ap.parse_args(argv)
+    try:
+        write_page(args.out)
+    except PlotsPageError as err:
+        sys.exit(f"plots page: {err}")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): "
+          + ", ".join(f"{b.name} {b.version}" for b in BUNDLES))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""`dvc plots show` renders without internet, in headless Chromium.
+
+.dvc/config names the page template (`plots.html_template = plots.html`), and `make setup` writes .dvc/plots.html
+with Vega, Vega-Lite and Vega-Embed inlined (ganlab.plots_page, from pinned npm packages). Here a copy of the
+pipeline with that config and one variant's loss log runs plain `dvc plots show`; Chromium opens the page with
+every request to a non-loopback host aborted and recorded. The chart must draw a line in its own colour for each
+plotted column, and nothing may be requested from outside. The control: DVC's own page under the same block asks
+its CDN and stays blank, so the block is real. Screenshots go to test-artifacts/.
+"""
+
+import base64
+import dataclasses
+import hashlib
+import io
+import re
+import tarfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+
+from ganlab import plots_page
+from ganlab.plots_page import BUNDLES, PlotsPageError, render_page
+from ganlab.train import LOG_COLUMNS
+from helpers import CHROMIUM_ARGS, REPO, chromium, make_repo, run
+
+pytestmark = pytest.mark.e2e
+ARTIFACTS = REPO / "test-artifacts"
+TEMPLATE = REPO / ".dvc" / "plots.html"
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def palette() -> list[tuple[int, int, int]]:
+    """dvc-render's line colours, in the order it gives them to the plotted columns."""
+    from dvc_render.vega import OPTIONAL_ANCHOR_RANGES
+
+    return [tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in OPTIONAL_ANCHOR_RANGES["color"]]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """The pipeline with the repository's DVC config and page template, and mnist_vanilla's loss log."""
+    assert TEMPLATE.is_file(), f"{TEMPLATE} is missing: `make setup` writes it (python -m ganlab.plots_page)"
+    root = make_repo(tmp_path_factory.mktemp("plots"))
+    for line in run(["dvc", "config", "--project", "--list"], REPO).stdout.split():
+        key, _, value = line.partition("=")
+        run(["dvc", "config", key, value], root)
+    (root / ".dvc" / "plots.html").write_bytes(TEMPLATE.read_bytes())
+    csv = root / "plots" / "mnist_vanilla" / "losses.csv"
+    csv.parent.mkdir(parents=True)
+    rows = [",".join(LOG_COLUMNS)]
+    for step in range(0, 400, 10):  # four clearly separate curves
+        row = {c: 0.0 for c in LOG_COLUMNS} | {"step": step, "epoch": step // 100 + 1, "d_loss": 1.4 - step / 800,
+                                                "g_loss": 0.7 + step / 400, "d_x": 0.5 + step / 2000,
+                                                "d_gz": 0.5 - step / 2000}
+        rows.append(",".join(f"{row[c]:g}" for c in LOG_COLUMNS))
+    csv.write_text("\n".join(rows) + "\n")
+    return root
+
+
+def open_offline(page_file: Path, screenshot: str, charts: int) -> dict:
+    """Open a page in Chromium with non-loopback requests aborted: what it requested and what its canvas holds."""
+    from playwright.sync_api import sync_playwright
+
+    outside, errors = [], []
+
+    def guard(route):
+        url = route.request.url
+        if urlsplit(url).scheme in ("http", "https", "ws", "wss") and urlsplit(url).hostname not in LOOPBACK:
+            outside.append(url)
+            return route.abort()
+        return route.continue_()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        context.route("**/*", guard)
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_file.as_uri(), wait_until="load")
+        if charts:
+            page.wait_for_function(f"document.querySelectorAll('.vega-embed canvas.marks').length >= {charts}",
+                                   timeout=15_000)
+        else:
+            page.wait_for_timeout(1000)  # time for any late script to draw
+        # every pixel of every canvas, as (r, g, b, a) bytes, and the canvas's width
+        canvases = page.evaluate("""() => [...document.querySelectorAll('canvas')].map(c => {
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let s = ''; for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode(...d.subarray(i, i + 8192));
+            return [btoa(s), c.width]; })""")
+        embeds = page.locator(".vega-embed").count()
+        page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+        browser.close()
+    return {"outside": outside, "errors": errors, "embeds": embeds,
+            "canvases": [(base64.b64decode(p), w) for p, w in canvases]}
+
+
+def colour_pixels(rgba: bytes, width: int, colour: tuple[int, int, int], tol: int = 40) -> "np.ndarray":
+    """(row, column) of the opaque pixels within `tol` of a colour (anti-aliasing blends the edges of a line)."""
+    px = np.frombuffer(rgba, dtype=np.uint8).reshape(-1, width, 4).astype(int)
+    near = (px[..., 3] > 200) & (np.abs(px[..., :3] - np.array(colour)).max(axis=-1) <= tol)
+    return np.argwhere(near)
+
+
+def test_plain_dvc_plots_show_renders_offline(project):
+    proc = run(["dvc", "plots", "show"], project)
+    page = project / "dvc_plots" / "index.html"
+    assert page.as_uri() in proc.stdout
+    html = page.read_text()
+    charts = html.count("vegaEmbed(")  # one per plot definition that has data (dvc.yaml's `plots:`)
+    assert "cdn.jsdelivr.net" not in html and charts >= 1
+
+    seen = open_offline(page, "dvc_plots_offline.png", charts=charts)
+    assert seen["outside"] == [] and seen["errors"] == []
+    assert seen["embeds"] == charts and len(seen["canvases"]) == charts
+    colours = palette()
+    for rgba, width in seen["canvases"]:
+        # DVC colours a line by revision (only the workspace here; dashes tell the columns apart): the curves
+        # cross the 300 x 300 px plot in the first colour, and the second colour is nowhere
+        drawn = colour_pixels(rgba, width, colours[0])
+        assert 250 < len(drawn) < 20_000, len(drawn)
+        height_px, width_px = np.ptp(drawn, axis=0)
+        assert 250 <= width_px and 100 <= height_px, (width_px, height_px)
+        assert len(colour_pixels(rgba, width, colours[1])) < 20
+
+
+def test_control_dvc_default_page_is_blank_offline(project):
+    """DVC's built-in page under the same block: it asks its CDN for Vega and draws nothing."""
+    run(["dvc", "config", "--unset", "plots.html_template"], project)
+    try:
+        run(["dvc", "plots", "show", "-o", "dvc_plots_cdn"], project)
+    finally:
+        run(["dvc", "config", "plots.html_template", "plots.html"], project)
+    seen = open_offline(project / "dvc_plots_cdn" / "index.html", "dvc_plots_cdn_blocked.png", charts=0)
+    assert any(urlsplit(u).hostname == "cdn.jsdelivr.net" for u in seen["outside"]), seen["outside"]
+    assert seen["embeds"] == 0 and seen["canvases"] == []
+
+
+def _tarball(path: Path, files: dict[str, str]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def fake_tarballs(directory: Path, code: str = "window.x = 1;") -> dict[str, Path]:
+    return {b.name: _tarball(directory / f"{b.name}.tgz", {b.script: f"{code} // {b.name}",
+                                                           "package.json": '{"license": "BSD-3-Clause"}'})
+            for b in BUNDLES}
+
+
+def pinned_to(tarballs: dict[str, Path]) -> tuple:
+    """BUNDLES with each integrity replaced by that of the given tarball, as npm writes an integrity."""
+    def sri(path: Path) -> str:
+        return "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode()
+    return tuple(dataclasses.replace(b, integrity=sri(tarballs[b.name])) for b in BUNDLES)
+
+
+def test_page_builder_refuses_a_tarball_that_is_not_the_pinned_one(tmp_path):
+    fake = fake_tarballs(tmp_path)
+    got = pinned_to(fake)[0].integrity.removeprefix("sha512-")
+    with pytest.raises(PlotsPageError, match=rf"vega\.tgz: not vega@5\.\d+\.\d+ as pinned .*its sha512 is "
+                                             rf"{re.escape(got)}, expected .*npm config get registry"):
+        render_page(fake)
+
+
+def test_page_builder_inlines_each_bundle_in_order_and_keeps_dvc_placeholders(tmp_path, monkeypatch):
+    fake = fake_tarballs(tmp_path)
+    monkeypatch.setattr(plots_page, "BUNDLES", pinned_to(fake))
+    page = render_page(fake)
+    at = [page.index(f"window.x = 1; // {b.name}") for b in BUNDLES]
+    assert at == sorted(at) and len(set(at)) == 3  # vega, then vega-lite, then vega-embed
+    assert page.count("{plot_divs}") == 1 and page.count("{refresh_tag}") == 1 and "{scripts}" not in page
+    assert page.count("Licence: BSD-3-Clause.") == 3
+
+
+def test_page_builder_refuses_a_script_that_would_end_its_tag(tmp_path, monkeypatch):
+    fake = fake_tarballs(tmp_path, code="var s = '</script>';")
+    monkeypatch.setattr(plots_page, "BUNDLES", pinned_to(fake))
+    with pytest.raises(PlotsPageError, match="vega build/vega.min.js contains '</script'"):
+        render_page(fake)
