@@ -108,13 +108,14 @@ PartitionName=lab Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                         pytrace=False)
         yield {"SLURM_CONF": str(conf)}
     finally:
-        subprocess.run(["scontrol", "shutdown"], env=env, capture_output=True)
+        for p in reversed(procs):  # slurmd, slurmctld, munged: SIGTERM is their orderly stop
+            p.terminate()
         for p in reversed(procs):
             try:
-                p.wait(timeout=10)
+                p.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                p.terminate()
-                p.wait(timeout=10)
+                p.kill()
+                p.wait(timeout=5)
 
 
 def test_slurm_array_sweep(tmp_path, lab, slurm):

@@ -105,7 +105,8 @@ def _leaves(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def experiments(cwd: Path, name: str) -> list[dict[str, Any]]:
-    """The NAME-* experiments in `dvc exp show --json`: name, params (flat) and metrics per file."""
+    """The NAME-* experiments of `dvc exp show --json`: name, commit, params (flat), the headline metrics DVC shows,
+    and each variant's training summary (metrics/<variant>/train.json, committed in the experiment's commit)."""
     rows = []
     for base in json.loads(sh(["dvc", "exp", "show", "--json"], cwd, capture=True)):
         for e in base.get("experiments") or []:
@@ -114,26 +115,43 @@ def experiments(cwd: Path, name: str) -> list[dict[str, Any]]:
                     d = r["data"]
                     rows.append({"name": r["name"], "rev": r["rev"],
                                  "params": _leaves(d.get("params", {}).get("params.yaml", {}).get("data", {})),
-                                 "metrics": {k: v.get("data", {}) for k, v in d.get("metrics", {}).items()}})
+                                 "metrics": {k: v.get("data", {}) for k, v in (d.get("metrics") or {}).items()},
+                                 "train": _train_summaries(cwd, r["rev"])})
     return sorted(rows, key=lambda r: int(r["name"].rsplit("-", 1)[1]) if r["name"].rsplit("-", 1)[1].isdigit()
                   else 0)
 
 
+def _train_summaries(cwd: Path, rev: str) -> dict[str, dict[str, Any]]:
+    files = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "metrics/"], cwd=cwd, text=True,
+                           capture_output=True, check=True).stdout.split()
+    out = {}
+    for f in files:
+        parts = f.split("/")
+        if len(parts) == 3 and parts[2] == "train.json":
+            out[parts[1]] = json.loads(subprocess.run(["git", "show", f"{rev}:{f}"], cwd=cwd, text=True,
+                                                      capture_output=True, check=True).stdout)
+    return out
+
+
 def report(name: str, rows: list[dict[str, Any]]) -> str:
-    """Markdown: per experiment, the params that differ between the points, and each variant's final losses."""
+    """Markdown: per experiment and variant, the params that differ between the points, the final losses and the
+    MLflow run; then the headline metrics `dvc exp show` has (the evaluated experiments)."""
     keys = sorted({k for r in rows for k in r["params"]})
     varying = [k for k in keys if len({json.dumps(r["params"].get(k)) for r in rows}) > 1]
     lines = [f"# Sweep {name}: {len(rows)} experiments", "",
              "| experiment | " + " | ".join(varying) + " | variant | steps | d_loss | g_loss | D(x) | D(G(z)) | "
              "MLflow run |", "|---" * (len(varying) + 8) + "|"]
     for r in rows:
-        for file, m in sorted(r["metrics"].items()):
-            if not file.endswith("/train.json"):
-                continue
-            vals = " | ".join(str(r["params"].get(k)) for k in varying)
-            lines.append(f"| {r['name']} | {vals} | {m.get('variant')} | {m.get('steps')} | "
+        vals = " | ".join(str(r["params"].get(k)) for k in varying)
+        for variant, m in sorted(r["train"].items()):
+            lines.append(f"| {r['name']} | {vals} | {variant} | {m.get('steps')} | "
                          + " | ".join(f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "-"
                                       for k in ("d_loss", "g_loss", "d_x", "d_gz")) + f" | {m.get('run_id')} |")
+    headline = [(r["name"], f, k, v) for r in rows for f, m in sorted(r["metrics"].items())
+                for k, v in sorted(_leaves(m).items()) if isinstance(v, (int, float))]
+    if headline:
+        lines += ["", "| experiment | file | metric | value |", "|---|---|---|---|"]
+        lines += [f"| {n} | {f} | {k} | {v:.6g} |" for n, f, k, v in headline]
     return "\n".join(lines) + "\n"
 
 
