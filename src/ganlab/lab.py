@@ -368,7 +368,11 @@ class ObjectStore(Daemon):
         # weed takes the S3 admin identity from these two variables
         env = {**os.environ, "AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
         proc = self.spawn(cmd, env, data)
-        _wait("SeaweedFS", lambda: self.ready(access, secret), self.log, proc)
+        try:
+            _wait("SeaweedFS", lambda: self.ready(access, secret), self.log, proc)
+        except BaseException:
+            self.stop()
+            raise
 
 
 class TrackingServer(Daemon):
@@ -406,7 +410,11 @@ class TrackingServer(Daemon):
                "--backend-store-uri", self.lab.pg_uri("mlflow"), "--artifacts-destination", self.lab.artifacts,
                "--host", self.lab.host, "--port", str(self.lab.mlflow_port), "--workers", "1"]
         proc = self.spawn(cmd, env, auth.parent)
-        _wait("the MLflow server", self.ready, self.log, proc)
+        try:
+            _wait("the MLflow server", self.ready, self.log, proc)
+        except BaseException:
+            self.stop()
+            raise
 
 
 # --------------------------------------------------------------------------------------------------- commands
