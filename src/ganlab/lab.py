@@ -399,7 +399,8 @@ class TrackingServer(Daemon):
                         f"admin_username = {ADMIN_USER}\n"
                         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
         env = {**os.environ, "PGPASSWORD": s["GANLAB_LAB_PG_PASSWORD"],
-               "AWS_ACCESS_KEY_ID": s["GANLAB_LAB_S3_ACCESS_KEY"], "AWS_SECRET_ACCESS_KEY": s["GANLAB_LAB_S3_SECRET_KEY"],
+               "AWS_ACCESS_KEY_ID": s["GANLAB_LAB_S3_ACCESS_KEY"],
+               "AWS_SECRET_ACCESS_KEY": s["GANLAB_LAB_S3_SECRET_KEY"],
                "MLFLOW_S3_ENDPOINT_URL": self.lab.s3_endpoint, "MLFLOW_AUTH_CONFIG_PATH": str(auth),
                "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN_USER, "MLFLOW_AUTH_ADMIN_PASSWORD": s["MLFLOW_AUTH_ADMIN_PASSWORD"],
                "MLFLOW_FLASK_SERVER_SECRET_KEY": s["GANLAB_LAB_FLASK_SECRET"],
