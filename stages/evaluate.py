@@ -26,7 +26,7 @@ def main() -> int:
     out = args.root / "metrics" / args.variant / "eval.json"
     training = json.loads((out.parent / "train.json").read_text())
     short = args.headline or out.parent / "headline.json"
-    for path, doc in ((out, metrics), (short, headline(metrics, training))):
+    for path, doc in ((out, metrics), (short, {args.variant: headline(metrics, training)})):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")

@@ -130,9 +130,11 @@ def test_scoped_repro_ablation_and_queued_experiments(repo):
     run(["dvc", "exp", "run", "-S", "model.loss=bce", "report_curriculum"], repo)
     rows = exp_rows(repo)
     (exp,) = [r for r in rows if r[1].get("model", {}).get("loss") == "bce" and r[0] != "workspace"]
-    headline = {"metrics/headline/pattern_1010/pattern_1010.json", "metrics/headline/mnist/mnist_mlp_first.json"}
-    assert headline <= set(exp[2]) and all(exp[2][f]["steps"] == 40 for f in headline)
-    assert {"fid", "cover"} <= set(exp[2]["metrics/headline/mnist/mnist_mlp_first.json"])
+    headline = {"pattern_1010": "metrics/headline/pattern_1010/pattern_1010.json",
+                "mnist_mlp_first": "metrics/headline/mnist/mnist_mlp_first.json"}
+    assert set(headline.values()) <= set(exp[2]) and all(exp[2][f][v]["steps"] == 40 for v, f in headline.items())
+    assert {"fid", "cover", "d", "g", "img_s"} <= set(exp[2][headline["mnist_mlp_first"]]["mnist_mlp_first"])
+    assert {"err", "d", "g"} <= set(exp[2][headline["pattern_1010"]]["pattern_1010"])
     bce = [r for r in mlflow_runs(repo) if r.data.params["model.loss"] == "bce"]
     assert sorted(r.data.tags["variant"] for r in bce) == sorted(VARIANTS)
     assert all(r.data.tags["dvc_exp_name"] == exp[0] and exp[0] in r.info.run_name for r in bce)

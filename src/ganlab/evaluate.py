@@ -175,7 +175,8 @@ def celeba_metrics(gan: GAN, data: Dataset, ecfg: EvalCfg, device: torch.device)
 
 # --------------------------------------------------------------------------------------------------- headline
 # The handful of numbers a user compares across variants and experiments (`dvc exp show`, `dvc metrics diff`):
-# short keys, so that a comparison over a few variants fits a terminal. Only the keys a variant has are written.
+# short keys under the variant's name (DVC's columns read `mnist_vanilla.fid`), so that a comparison over a few
+# variants fits a terminal. Only the keys a variant has are written.
 HEADLINE = {  # headline key: the eval.json (or train.json) keys it takes, the first present wins
     "fid": ("fid_mnist", "fid_inception", "fid_pixels16", "fid_gaussian"),
     "kid": ("kid_mnist", "kid_inception"),
