@@ -1,4 +1,5 @@
-"""Stage evaluate@<variant>: the metrics of one trained variant -> metrics/<variant>/eval.json."""
+"""Stage evaluate@<variant>: the metrics of one trained variant -> metrics/<variant>/eval.json, and onto its MLflow
+training run under `eval/`."""
 
 import argparse
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
 from ganlab.evaluate import evaluate_variant, headline
+from ganlab.tracking import check_training_run, log_onto_training_run
 
 
 def main() -> int:
@@ -18,20 +20,25 @@ def main() -> int:
     ap.add_argument("--root", type=Path, default=Path("."), help="where models/ metrics/ plots/ are")
     ap.add_argument("--headline", type=Path, help="the headline metrics file (default: beside eval.json)")
     args = ap.parse_args()
+    train_json = args.root / "metrics" / args.variant / "train.json"
     try:
-        metrics = evaluate_variant(load_params(args.params), args.variant, args.root, args.data_dir)
+        params = load_params(args.params)
+        check_training_run(params.tracking, train_json)  # before the work, not after it
+        metrics = evaluate_variant(params, args.variant, args.root, args.data_dir)
     except (ConfigError, FileNotFoundError) as err:
         print(f"evaluate@{args.variant}: error: {err}", file=sys.stderr)
         return 1
     out = args.root / "metrics" / args.variant / "eval.json"
-    training = json.loads((out.parent / "train.json").read_text())
+    training = json.loads(train_json.read_text())
     short = args.headline or out.parent / "headline.json"
     for path, doc in ((out, metrics), (short, {args.variant: headline(metrics, training)})):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         os.replace(tmp, path)
-    print(f"evaluate@{args.variant}: wrote {out} in {metrics['eval_time_s']:.1f} s", file=sys.stderr)
+    run_id = log_onto_training_run(params.tracking, train_json, metrics)
+    print(f"evaluate@{args.variant}: wrote {out} in {metrics['eval_time_s']:.1f} s; eval/ metrics on MLflow run "
+          f"{run_id}", file=sys.stderr)
     return 0
 
 

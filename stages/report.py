@@ -1,5 +1,5 @@
-"""Stage report: all variants' metrics beside the sources' numbers -> reports/report.{md,html}, logged to MLflow
-as its own run."""
+"""Stage report: all variants' metrics, charts and pictures, and a verdict on every source claim ->
+reports/report.{html,md}, logged to MLflow as its own run."""
 
 import argparse
 import sys
@@ -22,7 +22,7 @@ def main() -> int:
     except ConfigError as err:
         print(f"report: error: {err}", file=sys.stderr)
         return 1
-    paths, metrics = build_report(params, args.root, args.out_dir)
+    paths, metrics = build_report(params, args.root, args.out_dir, Path(args.params))
     run_id = log_summary_run(args.name, params.tracking, args.name, metrics, args.out_dir)
     print(f"{args.name}: wrote {', '.join(map(str, paths))}; MLflow run {run_id}", file=sys.stderr)
     return 0

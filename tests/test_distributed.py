@@ -70,7 +70,7 @@ def test_two_processes_match_one(tmp_path, variant):
     client = MlflowClient(f"sqlite:///{two / 'mlruns' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("ganlab").experiment_id])
     assert len(runs) == 1 and runs[0].data.params["train.nproc"] == "2"
-    assert runs[0].data.metrics["d_loss"] == pytest.approx(lb["d_loss"].iloc[-1], rel=1e-5)
+    assert runs[0].data.metrics["train/d_loss"] == pytest.approx(lb["d_loss"].iloc[-1], rel=1e-5)
     assert json.loads((two / "metrics" / variant / "train.json").read_text())["steps"] == 6
     last = torch.load(two / "checkpoints" / variant / "last.pt", weights_only=False)
     assert last["progress"]["complete"] and last["progress"]["step"] == 6

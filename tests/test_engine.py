@@ -203,6 +203,19 @@ def test_every_variant_smoke_through_the_stage(data_dir, tmp_path, name, train_s
         assert Image.open(grid[0]).size == (side * (w + 2) + 2, side * (h + 2) + 2)
 
 
+@pytest.mark.parametrize("drop_last,steps,images,epochs", [
+    (True, 4, 16, 2.0),  # 10 images, batch 4: two full batches an epoch, the partial one dropped
+    (True, 3, 12, 1.5),
+    (False, 6, 20, 2.0),  # three batches an epoch, the last of 2 images
+    (False, 4, 14, 4 / 3)])
+def test_steps_images_and_epochs_as_trained(drop_last, steps, images, epochs):
+    from ganlab.train import images_trained, plan
+    cfg = variant("mnist_vanilla", batch_size=4, drop_last=drop_last, epochs=9)
+    per_epoch, _ = plan(cfg, 10)
+    assert images_trained(cfg, 10, per_epoch, steps) == images
+    assert steps / per_epoch == pytest.approx(epochs)
+
+
 # --------------------------------------------------------------------------------------------------- speed settings
 CPU = torch.device("cpu")
 

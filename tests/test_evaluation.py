@@ -1,6 +1,7 @@
 """Evaluation metrics against oracles, the evaluator's mode-collapse detectors on real digits, the seed experiments
 and the book's appendix demos."""
 
+import json
 import math
 
 import numpy as np
@@ -182,7 +183,10 @@ def test_celeba_evaluation_without_inception(tmp_path, celeba_jpegs):
     m = evaluate_variant(params, "celeba_dcgan", tmp_path, data)
     assert m["fid_pixels16"] > 0 and m["pixel_mean_dist"] >= 0 and 0 <= m["nn_memorization"] <= 1
     assert m["fid_inception"] is None and m["kid_inception"] is None and m["fid_inception_reason"]
-    assert m["wall_time_per_epoch_s"] > 0 and m["epochs_done"] == pytest.approx(0.5)
+    trained = json.loads((tmp_path / "metrics/celeba_dcgan/train.json").read_text())
+    assert trained["epochs_done"] == 0.5 and trained["images_seen"] == 4  # one step of two, batch 4
+    assert m["wall_time_per_epoch_s"] == pytest.approx(trained["wall_time_s"] / 0.5)
+    assert m["seconds_per_image"] == pytest.approx(trained["wall_time_s"] / 4)
     assert inception_features(params.eval.model_copy(update={"inception": False}), torch.device("cpu"))[1] == \
         "disabled by eval.inception: false"
 

@@ -85,8 +85,9 @@ def test_a_run_is_tracked_on_the_lab_server(team, lab, client):
     (run,) = client.search_runs([exp.experiment_id], f"tags.variant = '{VARIANT}'")
     assert run.info.run_id == train["run_id"] and run.info.status == "FINISHED"
     assert run.data.params["model.loss"] == "bce" and run.data.params["train.max_steps"] == "30"
-    assert run.data.metrics["steps"] == 30 and run.data.metrics["d_loss"] == pytest.approx(train["d_loss"])
-    history = client.get_metric_history(run.info.run_id, "d_loss")
+    assert run.data.metrics["train/steps"] == 30
+    assert run.data.metrics["train/d_loss"] == pytest.approx(train["d_loss"])
+    history = client.get_metric_history(run.info.run_id, "train/d_loss")
     assert [m.step for m in history] == [5, 10, 15, 20, 25, 30]
     assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {"model/generator.pt",
                                                                                  "model/variant.json"}
@@ -97,7 +98,7 @@ def test_a_run_is_tracked_on_the_lab_server(team, lab, client):
     with psycopg.connect(host="127.0.0.1", port=int(lab.env["GANLAB_LAB_PG_PORT"]), user="ganlab",
                          password=lab_secrets(lab)["GANLAB_LAB_PG_PASSWORD"], dbname="mlflow") as conn:
         status = conn.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,)).fetchone()
-        n_loss = conn.execute("SELECT count(*) FROM metrics WHERE run_uuid = %s AND key = 'd_loss'",
+        n_loss = conn.execute("SELECT count(*) FROM metrics WHERE run_uuid = %s AND key = 'train/d_loss'",
                               (run.info.run_id,)).fetchone()
         n_params = conn.execute("SELECT count(*) FROM params WHERE run_uuid = %s", (run.info.run_id,)).fetchone()
     assert status == ("FINISHED",) and n_loss == (6,) and n_params[0] == len(run.data.params)

@@ -42,21 +42,28 @@ def test_a_run_holds_params_tags_metrics_and_artifacts(root, monkeypatch):
     assert "global train.log_every = 5 masks variants.mnist_cgan.train.log_every = 10" in proc.stderr
     (r,) = runs(root)
     assert r.info.status == "FINISHED" and r.info.run_name == "mnist_cgan"
+    assert r.data.tags["mlflow.source.git.commit"] == r.data.tags["git_commit"] and "dvc_exp_name" not in r.data.tags
     assert r.data.tags["override.train.log_every"] == "5" and r.data.tags["overridden"] == \
         "train.device,train.log_every,train.max_steps"
     assert r.data.params["model.loss"] == "bce" and r.data.params["train.lr_g"] == "0.0001"
     assert r.data.params["model.n_classes"] == "10" and r.data.params["train.max_steps"] == "30"
     assert r.data.tags["variant"] == "mnist_cgan" and r.data.tags["source"] == "book"
     assert r.data.tags["dvc_stage"] == "train@mnist_cgan" and r.data.tags["torch_version"] == torch.__version__
-    history = client(root).get_metric_history(r.info.run_id, "d_loss")
+    history = client(root).get_metric_history(r.info.run_id, "train/d_loss")
     assert [m.step for m in history] == [5, 10, 15, 20, 25, 30]
-    assert {"g_loss", "d_x", "d_gz", "d_real", "d_fake", "images_per_s", "peak_memory_bytes"} <= set(r.data.metrics)
+    assert {f"train/{k}" for k in ("g_loss", "d_x", "d_gz", "d_real", "d_fake", "images_per_s",
+                                   "peak_memory_bytes", "epochs_done")} <= set(r.data.metrics)
+    assert not [k for k in r.data.metrics if not k.startswith("train/")]
     metrics = json.loads((root / "metrics/mnist_cgan/train.json").read_text())
     assert metrics["run_id"] == r.info.run_id  # the link from DVC's metrics to the MLflow run
-    assert r.data.metrics["d_loss"] == pytest.approx(metrics["d_loss"])
-    art = {f.path for d in ("model", "plots", "grids", "params") for f in client(root).list_artifacts(r.info.run_id, d)}
+    assert r.data.metrics["train/d_loss"] == pytest.approx(metrics["d_loss"])
+    art = {f.path for d in ("model", "plots", "params") for f in client(root).list_artifacts(r.info.run_id, d)}
     assert art == {"model/generator.pt", "model/variant.json", "plots/losses.csv", "plots/losses.png",
-                   "grids/epoch_001.png", "params/params.json"}
+                   "params/params.json"}
+    # the grids as images of the UI's image view, at the steps they were drawn: 0 (untrained), 30 (max_steps ends
+    # epoch 1)
+    grids = [f.path.split("+") for f in client(root).list_artifacts(r.info.run_id, "images") if f.path.endswith(".png")]
+    assert sorted((g[0], int(g[2])) for g in grids) == [("images/train~progress", 0), ("images/train~progress", 30)]
     # the logged generator rebuilds and samples: same weights as the DVC output
     monkeypatch.chdir(root)
     from ganlab.tracking import load_generator
@@ -64,6 +71,21 @@ def test_a_run_holds_params_tags_metrics_and_artifacts(root, monkeypatch):
     ours = torch.load(root / "models/mnist_cgan/generator.pt")
     assert all(torch.equal(G.state_dict()[k], ours[k]) for k in ours)
     assert G(torch.randn(3, 100), torch.tensor([1, 2, 3])).shape == (3, 1, 28, 28)
+
+
+def test_an_existing_experiment_gets_the_training_kind_and_runs_name_their_dvc_exp(root, monkeypatch):
+    """A store whose experiment was made without the kind (older ganlab, or `mlflow` itself) opens on the GenAI
+    overview in MLflow 3's UI; the next run sets it. Under `dvc exp run` the run is tagged and named after it."""
+    exp_id = client(root).create_experiment("ganlab")
+    assert "mlflow.experimentKind" not in client(root).get_experiment(exp_id).tags
+    write_params(root / "params.yaml", lambda p: p["train"].update(max_steps=2, log_every=1, device="cpu"))
+    monkeypatch.setenv("DVC_EXP_NAME", "tiny-exp")
+    run(stage(root, "mnist_vanilla"), root)
+    assert client(root).get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    (r,) = runs(root)
+    assert r.info.run_name == "mnist_vanilla · tiny-exp" and r.data.tags["dvc_exp_name"] == "tiny-exp"
+    found = client(root).search_runs([exp_id], "tags.dvc_exp_name = 'tiny-exp'")
+    assert [x.info.run_id for x in found] == [r.info.run_id]
 
 
 def test_sigterm_ends_killed_and_the_resumed_run_continues_it(root):
@@ -86,7 +108,7 @@ def test_sigterm_ends_killed_and_the_resumed_run_continues_it(root):
     (r,) = runs(root)  # still one run: the resumed training continued it
     assert r.info.run_id == killed.info.run_id and r.info.status == "FINISHED"
     assert json.loads((root / f"metrics/{name}/train.json").read_text())["run_id"] == r.info.run_id
-    steps = [m.step for m in client(root).get_metric_history(r.info.run_id, "g_loss")]
+    steps = [m.step for m in client(root).get_metric_history(r.info.run_id, "train/g_loss")]
     assert steps[-1] == 3000
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import matplotlib
 import numpy as np
@@ -80,3 +80,49 @@ def xy_game_figure(path_xy: np.ndarray, closed_form: np.ndarray, out: Path, lr: 
     b.legend(fontsize=8)
     return _save(fig, out)
 
+
+
+def bar_chart(panels: dict[str, list[tuple[str, float, Optional[float]]]], path: Path) -> Path:
+    """One horizontal bar panel per distance: (variant, value, real-data reference or None) each. The reference,
+    real images scored the same way, is a black tick across its bar: the best a generator could do."""
+    cols = min(len(panels), 2)
+    rows = math.ceil(len(panels) / cols)
+    height = max(len(b) for b in panels.values()) * 0.35 + 1.2
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, height * rows), squeeze=False, constrained_layout=True)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (title, bars) in zip(axes.flat, panels.items()):
+        names = [b[0] for b in bars]
+        ax.barh(range(len(bars)), [b[1] for b in bars], color="tab:blue", height=0.6)
+        refs = [(i, b[2]) for i, b in enumerate(bars) if b[2] is not None]
+        for k, (i, ref) in enumerate(refs):
+            ax.plot([ref, ref], [i - 0.42, i + 0.42], color="black", lw=2.5, label="real data" if k == 0 else None)
+        for i, b in enumerate(bars):
+            ax.annotate(f"{b[1]:.3g}", (b[1], i), xytext=(3, 0), textcoords="offset points", va="center",
+                        fontsize=8)
+        ax.set(yticks=range(len(bars)), yticklabels=names, title=title)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(max(b[1] for b in bars), max((r for _, r in refs), default=0)) * 1.18 or 1)
+        if refs:
+            ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def loss_overlay(curves: dict[str, tuple[Path, int]], path: Path, title: str, ideal: Optional[float]) -> Path:
+    """The losses of several variants of one loss function, overlaid: D's mean term and G's loss against epochs
+    (step / steps per epoch), with the loss's ideal value where it has one (each D term and G's loss when D
+    outputs 0.5: the dashed line is drawn at that number and labelled with it)."""
+    import pandas as pd
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.4), constrained_layout=True)
+    for name, (csv, per_epoch) in curves.items():
+        rows = pd.read_csv(csv).dropna(subset=["g_loss"])
+        x = rows["step"] / per_epoch
+        a.plot(x, (rows["d_real"] + rows["d_fake"]) / 2, lw=0.9, label=name)
+        b.plot(x, rows["g_loss"], lw=0.9, label=name)
+    for ax, what in ((a, "D loss, mean of its real and fake terms"), (b, "G loss")):
+        if ideal is not None:
+            ax.axhline(ideal, color="black", ls="--", lw=0.8, label=f"ideal at D = 0.5: {ideal:.4g}")
+        ax.set(xlabel="epochs", title=f"{title}: {what}")
+        ax.legend(fontsize=7)
+    return _save(fig, path)

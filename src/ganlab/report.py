@@ -1,49 +1,58 @@
-"""Stage report: every variant's numbers in one table, each beside what its source states -> reports/report.{md,html}.
+"""Stage report: every variant's numbers, charts and pictures, each source claim with our verdict on it ->
+reports/report.{html,md}.
 
 It reads what the other stages left under the repository root: metrics/<v>/{train,eval}.json,
-metrics/classifier.json, plots/<v>/losses.csv and samples/<v>/sample/*.png. A variant without metrics is
-listed as missing, never an error, so the report builds from any subset of variants (a tiny pipeline, a machine
-without CelebA). Pictures are copied into reports/img/, so both files open from the file system.
+metrics/classifier.json, plots/<v>/losses.csv and samples/<v>/{sample,progress}/*.png. A variant without metrics
+is listed as missing, never an error, so the report builds from any subset of variants (a tiny pipeline, a machine
+without CelebA). Pictures and charts go to reports/img/, so both files open from the file system.
+
+This module computes everything (numbers, verdicts, charts) into one context; the Jinja2 templates in
+ganlab/templates/ only lay it out, the HTML page and the Markdown text from the same context. Every scalar of
+train.json and eval.json appears in a variant's details, so a new metric needs no template change.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
+import platform
 import shutil
+import socket
+import subprocess
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
+import yaml
 
-from ganlab.config import Params
-from ganlab.figures import xy_game_figure
-from ganlab.plots import loss_curves
-from ganlab.sources import CATALOG, STATED, Stated, difference
+from ganlab.config import Params, flatten
+from ganlab.figures import bar_chart, loss_overlay, xy_game_figure
+from ganlab.losses import LOSSES
+from ganlab.sources import (CATALOG, HOLDS, MIN_TIMED_IMAGES, MISSING, STATED, UNLIKE, Stated, Verdict,
+                            judge)
 from ganlab.theory import XY_LR, XY_START, XY_STEPS, ideal_losses, xy_game, xy_radius_growth
 
-Block = tuple  # ("h", level, text) | ("p", text) | ("table", header, rows) | ("img", relative path, caption)
-
-# The table of all variants: (key in a variant's values, column header).
-COLUMNS = (
-    ("source", "source"), ("loss", "loss"), ("d_real", "D real"), ("d_fake", "D fake"), ("g_loss", "G"),
-    ("ideal", "ideal"), ("fid_mnist", "FID (MNIST clf)"), ("kid_mnist", "KID (MNIST clf)"),
-    ("precision", "precision"), ("recall", "recall"), ("class_coverage", "digits"), ("class_kl", "class KL"),
-    ("cgan_accuracy", "cGAN acc."), ("nn_memorization", "NN memo."), ("pattern_mae", "1010 MAE"),
-    ("mean_error", "mean err"), ("cov_error", "cov err"), ("fid_pixels16", "FID pixels16"),
-    ("pixel_mean_dist", "pixel mean Δ"), ("fid_inception", "FID Inception"), ("steps", "steps"),
-    ("epochs_done", "epochs"), ("wall_time_s", "train s"), ("wall_time_per_epoch_s", "s/epoch"),
-    ("images_per_s", "images/s"), ("peak_memory_gib", "peak GiB"),
-)
 CLASSIFIERS = {  # metrics/classifier.json entry -> the book's network (variants.md A1)
     "mlp": "nb 03: Linear(784,200), Sigmoid, Linear(200,10), Sigmoid",
     "mlp_refined": "nb 04: Linear(784,200), LeakyReLU(0.02), LayerNorm, Linear(200,10), Sigmoid",
     "cnn": "nb 13: Conv(1,10,5,2), LReLU, BN, Conv(10,10,3,2), LReLU, BN, Linear(250,10), Sigmoid",
 }
 EVALUATOR_TARGET = 0.985
+# The bar chart: each distance that some variant has, against its real-data reference `<key>_real` when measured.
+CHART_METRICS = {"fid_mnist": "FID, MNIST evaluator features", "kid_mnist": "KID, MNIST evaluator features",
+                 "fid_pixels16": "FID, 16×16 pixels (CelebA)", "fid_inception": "FID, Inception (CelebA)",
+                 "fid_gaussian": "Fréchet distance (2-D Gaussian)"}
+FID_KEYS = ("fid_mnist", "fid_pixels16", "fid_gaussian")  # the headline's FID: the variant's own kind
+# Global overrides that change how fast or where a run goes, not what it computes: a run with only these set
+# still follows its source's recipe.
+NOT_RECIPE = {"device", "log_every", "checkpoint_every", "grid_size", "tf32", "cudnn_benchmark", "fused",
+              "compile", "cuda_graph", "channels_last"}
+SOURCE_DATA = {"mnist": ("mnist", "train_rows", 60_000), "celeba": ("celeba", "n_images", 20_000),
+               "celeba_full": ("celeba", "n_images", 20_000)}  # dataset -> params data key, the sources' size
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 # --------------------------------------------------------------------------------------------------- inputs
@@ -59,6 +68,7 @@ class VariantResult:
     eval: Optional[dict[str, Any]]
     losses_csv: Optional[Path]
     pictures: list[Path] = field(default_factory=list)
+    progress: list[Path] = field(default_factory=list)
 
     def values(self) -> dict[str, Any]:
         """train.json, then eval.json over it (its final losses are means over the run's end, not the last row),
@@ -66,6 +76,7 @@ class VariantResult:
         v: dict[str, Any] = {"source": self.source, **(self.train or {}), **(self.eval or {})}
         if self.train:
             v["peak_memory_gib"] = self.train["peak_memory_bytes"] / 2 ** 30
+            v["seconds_per_image"] = self.train["wall_time_s"] / max(self.train["images_seen"], 1)
         return v
 
 
@@ -78,7 +89,9 @@ def collect(params: Params, root: Path) -> list[VariantResult]:
             continue
         csv = root / "plots" / name / "losses.csv"
         pics = sorted((root / "samples" / name / "sample").glob("*.png"))
-        out.append(VariantResult(name, params.variant(name).source, train, ev, csv if csv.exists() else None, pics))
+        progress = sorted((root / "samples" / name / "progress").glob("epoch_*.png"))
+        out.append(VariantResult(name, params.variant(name).source, train, ev, csv if csv.exists() else None, pics,
+                                 progress))
     return out
 
 
@@ -86,33 +99,77 @@ def collect(params: Params, root: Path) -> list[VariantResult]:
 def fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
+    if isinstance(v, dict):
+        return "; ".join(f"{k} {fmt(x)}" for k, x in v.items())
     if isinstance(v, (list, tuple)):
-        return ", ".join(fmt(x) for x in v)
+        return "[" + ", ".join(fmt(x) for x in v) + "]"
     if isinstance(v, bool) or isinstance(v, int) or isinstance(v, str):
-        return str(v)
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10_000 else str(v)
     return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
 
 
-def measured(s: Stated, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]]) -> Any:
-    """Our value of the quantity a source states (or, for a claim in words, our evidence as text)."""
-    if s.subject.startswith("classifier."):
-        return ((classifier or {}).get(s.subject.split(".", 1)[1]) or {}).get(s.quantity)
-    if s.subject == "theory":
-        if s.quantity == "nn_memorization":  # Appendix B's claim: our measurement on every variant that has one
-            found = [f"{r.name} {fmt(r.values().get('nn_memorization'))}" for r in results.values()
-                     if r.values().get("nn_memorization") is not None]
-            return "; ".join(found) or None
-        return theory_values()[s.quantity]
-    if s.subject not in results:
-        return None
-    values = results[s.subject].values()
-    if s.value is None:  # a claim: the numbers that test it
-        keys = {"class_coverage": ("class_coverage", "class_kl"), "cgan_accuracy": ("cgan_accuracy",)}
-        shown = [f"{k} {fmt(values.get(k))}" for k in keys.get(s.quantity, (s.quantity,)) if k in values]
-        return "; ".join(shown) or None
-    return values.get(s.quantity)
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v)
 
 
+# --------------------------------------------------------------------------------------------------- run context
+def _device_kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else device
+
+
+def recipe_overrides(raw: dict[str, Any]) -> dict[str, Any]:
+    """The global overrides set in params.yaml (model.*, train.*), as `section.key: value`: the header's list.
+    Which of them apply to a variant is the config's rule (`Params.overrides`)."""
+    return {f"{section}.{k}": v for section in ("model", "train") for k, v in (raw.get(section) or {}).items()
+            if v is not None}
+
+
+def run_context(params: Params, r: VariantResult) -> dict[str, Any]:
+    """What a source's claim needs to know about our run to say whether it is like the source's: the device kind,
+    batch size, training-set size, and whether ours trained the source's whole schedule with its recipe and data
+    (`full_run`, explained in words by `schedule`)."""
+    if r.train is None:
+        return {}
+    t = r.train
+    own_epochs = ((params.variants[r.name].get("train") or {}).get("epochs")) or params.variant(r.name).train.epochs
+    ctx: dict[str, Any] = {"device": _device_kind(t["device"]), "batch_size": t["batch_size"],
+                           "n_train": t["n_train"], "epochs": t["epochs_done"]}
+    why = []
+    if t["epochs_done"] < own_epochs:
+        why.append(f"trained {fmt(t['steps'])} steps = {t['epochs_done']:.3g} of the source's {own_epochs} "
+                   f"epoch{'s' if own_epochs != 1 else ''}")
+    changed = [o.key for o in params.overrides(r.name)
+               if o.key.split(".", 1)[1] not in NOT_RECIPE and o.key != "train.max_steps"]
+    if changed:
+        why.append("changed the recipe (" + ", ".join(changed) + ")")
+    dataset = params.variant(r.name).data.dataset
+    if dataset in SOURCE_DATA:
+        section, key, size = SOURCE_DATA[dataset]
+        have = getattr(getattr(params.data, section), key)
+        if have < size:
+            why.append(f"had {fmt(have)} of the full {fmt(size)} {dataset} images (data.{section}.{key})")
+    ctx["full_run"] = not why
+    ctx["schedule"] = "; ".join(why) if why else "trained the source's whole schedule"
+    ctx["full_run_why"] = f"the claim is about the end of the source's schedule; ours {ctx['schedule']}"
+    return {**ctx, **timed(t["images_seen"])}
+
+
+def timed(images: int) -> dict[str, Any]:
+    return {"long_enough": images >= MIN_TIMED_IMAGES,
+            "long_enough_why": f"ours timed {fmt(images)} images only, under the {fmt(MIN_TIMED_IMAGES)} it takes for "
+                               f"start-up costs not to dominate"}
+
+
+def classifier_context(params: Params, classifier: Optional[dict[str, Any]], name: str) -> dict[str, Any]:
+    m = (classifier or {}).get(name)
+    if not m:
+        return {}
+    n = classifier["n_train"]  # type: ignore[index]
+    return {"device": _device_kind(params.classifier.device), "batch_size": m["batch_size"], "n_train": n,
+            "epochs": m["epochs"], "full_run": True, **timed(m["epochs"] * n)}
+
+
+# --------------------------------------------------------------------------------------------------- claims
 def theory_values() -> dict[str, float]:
     path = xy_game()
     ideal = ideal_losses()
@@ -120,167 +177,299 @@ def theory_values() -> dict[str, float]:
             "xy_radius_growth": float(np.hypot(*path[-1]) / np.hypot(*path[0]))}
 
 
-# --------------------------------------------------------------------------------------------------- sections
-def results_table(results: list[VariantResult]) -> Block:
-    rows = [[r.name] + [fmt(r.values().get(k)) for k, _ in COLUMNS] for r in results]
-    return ("table", ["variant"] + [h for _, h in COLUMNS], rows)
+def measured(s: Stated, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]]) -> Any:
+    """Our value of the quantity a source states; for a claim about every variant, one value per variant."""
+    if s.subject.startswith("classifier."):
+        m = (classifier or {}).get(s.subject.split(".", 1)[1]) or {}
+        if s.quantity == "seconds_per_image" and m:
+            return m["wall_time_s"] / (m["epochs"] * classifier["n_train"])  # type: ignore[index]
+        return m.get(s.quantity)
+    if s.subject == "theory":
+        if s.quantity in theory_values():
+            return theory_values()[s.quantity]
+        return {r.name: r.values()[s.quantity] for r in results.values() if _scalar(r.values().get(s.quantity))}
+    if s.subject not in results:
+        return None
+    v = results[s.subject].values().get(s.quantity)
+    return tuple(v) if isinstance(v, list) else v
 
 
-def stated_table(results: dict[str, VariantResult], classifier: Optional[dict[str, Any]]) -> Block:
-    rows = []
+@dataclass
+class Claim:
+    stated: Stated
+    ours: Any
+    verdict: Verdict
+    ran: bool  # the subject has metrics here
+
+    @property
+    def says(self) -> str:
+        s = self.stated
+        if s.value is None:
+            return s.note
+        value = fmt(s.value) + (" s" if s.quantity == "seconds_per_image" else "")
+        return value + (f" ({s.note})" if s.note else "")
+
+    @property
+    def measured(self) -> str:
+        if not self.ran:
+            return "not run"
+        return fmt(self.ours) + (" s" if self.stated.quantity == "seconds_per_image" and self.ours else "")
+
+    @property
+    def outcome_class(self) -> str:
+        return self.verdict.outcome.replace(" ", "-")
+
+
+def claims(params: Params, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]]) -> list[Claim]:
+    out = []
     for s in STATED:
         ours = measured(s, results, classifier)
-        ran = s.subject in results or s.subject == "theory" or (classifier and s.subject.startswith("classifier"))
-        diff = difference(ours, s.value) if not isinstance(ours, str) else None
-        rows.append([s.subject, s.quantity, fmt(s.value) if s.value is not None else s.note,
-                     fmt(ours) if ran else "not run", fmt(diff), f"{s.source}" + (f"; {s.note}" if s.value is not
-                                                                                   None and s.note else "")])
-    return ("table", ["subject", "quantity", "stated", "ours", "ours − stated", "source"], rows)
+        if s.subject.startswith("classifier."):
+            ctx, ran = classifier_context(params, classifier, s.subject.split(".", 1)[1]), classifier is not None
+        elif s.subject == "theory":
+            ctx, ran = {}, True
+        else:
+            ran = s.subject in results
+            ctx = run_context(params, results[s.subject]) if ran else {}
+        verdict = judge(s, ours, ctx) if ran else Verdict(MISSING, "not run here")
+        out.append(Claim(s, ours, verdict, ran))
+    return out
 
 
-def classifier_section(classifier: Optional[dict[str, Any]]) -> list[Block]:
-    blocks: list[Block] = [("h", 2, "The book's chapter-1 classifiers, and the evaluator")]
-    if classifier is None:
-        return blocks + [("p", "metrics/classifier.json is missing: stage train_classifier did not run, so the "
-                                "MNIST metrics below could not be computed.")]
-    stated = {s.subject.split(".", 1)[1]: s for s in STATED
-              if s.subject.startswith("classifier.") and s.quantity == "test_accuracy"}
-    rows = []
-    for name, net in CLASSIFIERS.items():
-        m = classifier.get(name) or {}
-        book = stated[name].value
-        rows.append([name, net, f"{m.get('loss')} / {m.get('optimizer')} lr {m.get('lr')}, batch "
-                     f"{m.get('batch_size')}, {m.get('epochs')} epochs", fmt(m.get("test_accuracy")), fmt(book),
-                     fmt(difference(m.get("test_accuracy"), book)), fmt(m.get("wall_time_s"))])
-    acc = (classifier.get("cnn") or {}).get("test_accuracy") or 0.0
-    note = (f"Trained on {classifier['n_train']:,} images, tested on {classifier['n_test']:,}. The book trains "
-            f"every network at batch 1 for 3 epochs; ours follow params.yaml `classifier:` (recipes above). The "
-            f"`cnn` is the evaluator of the MNIST GANs (its 250 penultimate features and its predicted digits); "
-            f"its test accuracy {fmt(acc)} is " + ("at or above" if acc >= EVALUATOR_TARGET else "BELOW") +
-            f" the {EVALUATOR_TARGET:.1%} target.")
-    if classifier["n_train"] < 60_000:
-        note += " This is not the 60,000-image MNIST training set, so the accuracies are not the book's setting."
-    return blocks + [("table", ["network", "layers", "recipe", "test accuracy", "book", "Δ", "train s"], rows),
-                     ("p", note)]
+def tally(cs: list[Claim]) -> str:
+    """'1 holds, 2 not comparable' for a variant's claims."""
+    counts: dict[str, int] = {}
+    for c in cs:
+        counts[c.verdict.outcome] = counts.get(c.verdict.outcome, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no source claim"
 
 
-def theory_section(img_dir: Path) -> list[Block]:
-    ideal = ideal_losses()
-    path = xy_game()
-    r0 = np.hypot(*path[0])
-    closed = r0 * np.array([xy_radius_growth(XY_LR, n) for n in range(len(path))])
-    fig = xy_game_figure(path, closed, img_dir / "xy_game.png", XY_LR)
-    growth = np.hypot(*path[-1]) / r0
-    return [("h", 2, "The book's appendices, computed"),
-            ("table", ["loss", "book (Appendix A)", "our registry at D = 0.5"],
-             [["BCE", fmt(math.log(2)), fmt(ideal["bce"])], ["MSE", "0.25", fmt(ideal["mse"])]]),
-            ("p", f"Appendix D: simultaneous gradient play on x·y from {XY_START}, lr {XY_LR}, {XY_STEPS} steps. "
-                  f"The radius grows ×{growth:.4f} (closed form (1+lr²)^(n/2) = ×{xy_radius_growth():.4f}; the book: "
-                  f"≈ ×12): the players circle the equilibrium (0, 0) and spiral away from it."),
-            ("img", f"img/{fig.name}", "Appendix D: x·y under simultaneous gradient steps")]
+# --------------------------------------------------------------------------------------------------- header
+def _git(root: Path, *args: str) -> Optional[str]:
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
 
 
-def picture_section(results: list[VariantResult], img_dir: Path) -> list[Block]:
-    blocks: list[Block] = [("h", 2, "Pictures")]
-    for r in results:
-        blocks.append(("h", 3, r.name))
-        out = img_dir / r.name
-        if r.losses_csv is not None:
-            loss_curves(r.losses_csv, out / "losses.png", r.name)
-            blocks.append(("img", f"img/{r.name}/losses.png", f"{r.name}: losses, and D(x) against D(G(z))"))
-        for pic in r.pictures:
-            _copy(pic, out / pic.name)
-            blocks.append(("img", f"img/{r.name}/{pic.name}", f"{r.name}: {pic.stem}"))
-        if r.losses_csv is None and not r.pictures:
-            blocks.append(("p", "no pictures (stage sample did not run)"))
-    return blocks
+def header(root: Path, params_file: Path, raw: dict[str, Any], results: list[VariantResult]) -> dict[str, Any]:
+    """What was run: commit, date, machine, the params that differ from the committed params.yaml (what
+    `dvc exp run -S` set), and the global overrides in force."""
+    commit = (_git(root, "rev-parse", "HEAD") or "").strip() or None
+    dirty = bool((_git(root, "status", "--porcelain", "--untracked-files=no") or "").strip())
+    committed = _git(root, "show", f"HEAD:./{os.path.relpath(params_file.resolve(), root.resolve())}")
+    changed: Optional[list[tuple[str, str, str]]] = None
+    if committed is not None:
+        before, now = flatten(yaml.safe_load(committed) or {}), flatten(raw)
+        changed = [(k, fmt(before.get(k)), fmt(now.get(k))) for k in sorted(set(before) | set(now))
+                   if before.get(k) != now.get(k)]
+    devices = sorted({r.train["device_name"] for r in results if r.train})
+    return {"commit": commit, "dirty": dirty, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{socket.gethostname()} ({platform.system()} {platform.machine()}, {os.cpu_count()} CPUs)",
+            "devices": ", ".join(devices) or "—", "dvc_exp_name": os.environ.get("DVC_EXP_NAME"),
+            "changed": changed, "overrides": [(k, fmt(v)) for k, v in recipe_overrides(raw).items()]}
 
 
-def _copy(src: Path, dst: Path) -> None:
+# --------------------------------------------------------------------------------------------------- figures
+def _copy(src: Path, dst: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+    return dst
 
 
-def missing_text(params: Params, results: list[VariantResult]) -> str:
-    have = {r.name for r in results}
-    not_run = [v for v in params.variants if v not in have]
-    absent = [v for v in CATALOG if v not in params.variants]
-    unevaluated = [r.name for r in results if r.eval is None]
-    parts = [f"Variants with metrics: {len(results)} ({', '.join(sorted(have)) or 'none'})."]
-    if not_run:
-        parts.append(f"Configured in params.yaml but without metrics (not run, or their data is missing): "
-                     f"{', '.join(not_run)}.")
-    if unevaluated:
-        parts.append(f"Trained but not evaluated: {', '.join(unevaluated)}.")
-    if absent:
-        parts.append(f"Not in this params.yaml at all: {', '.join(absent)}.")
-    return " ".join(parts)
-
-
-def inception_notes(results: list[VariantResult]) -> list[Block]:
-    """Why Inception FID is absent, variant by variant: never a made-up number."""
-    notes = [f"{r.name}: {r.eval['fid_inception_reason']}" for r in results
-             if r.eval and r.eval.get("fid_inception") is None and r.eval.get("fid_inception_reason")]
-    return [("p", "Inception FID/KID was not computed for " + "; ".join(notes) + ".")] if notes else []
-
-
-DEFINITIONS = (
-    "How to read the table. `D real`, `D fake`, `G`: the loss terms averaged over the last `eval.final_fraction` of "
-    "the logged rows; `ideal`: each D term (and G's loss) when D outputs 0.5 everywhere, the book's Appendix A "
-    "equilibrium (bce ln 2, mse 0.25; none is defined for lsgan, wgan_gp, hinge). `FID/KID (MNIST clf)`: Fréchet "
-    "distance and kernel inception distance of `eval.n_samples` samples against the MNIST test images, in the "
-    "250-d feature space of the evaluator CNN — not comparable with Inception FIDs in papers. `precision`/`recall`: "
-    "k-NN manifold estimates (Kynkäänniemi et al. 2019) in that space. `digits`: how many digits the evaluator "
-    "reads in at least `eval.coverage_min_share` of the samples; `class KL`: KL divergence of the predicted digit "
-    "histogram from uniform (0 balanced, ln 10 = 2.30 one digit only): the mode-collapse detectors. `cGAN acc.`: "
-    "how often the evaluator reads the digit that was asked for. `NN memo.`: share of samples closer (in pixels) "
-    "to their nearest training image than the median distance of a training image to its nearest other one; "
-    "fresh draws from the data distribution score about 0.5, copies of training images 1. `1010 MAE`: mean "
-    "absolute error of the generated pattern from 1, 0, 1, 0. `mean err`/`cov err`: distance of the generated "
-    "mean and covariance from d2l's b and AᵀA. `FID pixels16`: Fréchet distance of 16×16 downsampled pixel vectors "
-    "(CelebA, no Inception needed); `pixel mean Δ`: distance of the per-channel pixel means. `train s`, `images/s`, "
-    "`peak GiB`: from training (peak memory is CUDA's max allocated on a GPU, the process's peak RSS on a CPU)."
-)
-
-
-# --------------------------------------------------------------------------------------------------- rendering
-def to_markdown(blocks: list[Block]) -> str:
+def charts(results: list[VariantResult], img: Path) -> list[dict[str, str]]:
+    """The bar chart of every distance across variants (with the real-data reference), and one overlay of the
+    loss curves per loss function (losses of one kind share a scale), x in epochs as trained."""
     out = []
-    for b in blocks:
-        if b[0] == "h":
-            out.append("#" * b[1] + " " + b[2])
-        elif b[0] == "p":
-            out.append(b[1])
-        elif b[0] == "table":
-            cell: Callable[[str], str] = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-            out.append("\n".join(["| " + " | ".join(map(cell, b[1])) + " |", "|" + "---|" * len(b[1])] +
-                                 ["| " + " | ".join(map(cell, row)) + " |" for row in b[2]]))
-        else:
-            out.append(f"![{b[2]}]({b[1]})")
-    return "\n\n".join(out) + "\n"
+    panels = {}
+    for key, title in CHART_METRICS.items():
+        bars = [(r.name, r.values()[key], r.values().get(key + "_real")) for r in results
+                if _scalar(r.values().get(key))]
+        if bars:
+            panels[title] = bars
+    if panels:
+        bar_chart(panels, img / "distances.png")
+        out.append({"src": "img/distances.png", "caption": "Distances of the samples from the real data, lower "
+                    "is better; a black tick marks real training images scored the same way (the floor)",
+                    "kind": "bars"})
+    families: dict[str, list[VariantResult]] = {}
+    for r in results:
+        if r.losses_csv is not None and r.train:
+            families.setdefault(r.values().get("loss") or "unknown", []).append(r)
+    for loss, rs in families.items():
+        curves = {r.name: (r.losses_csv, r.train["steps_per_epoch"]) for r in rs}  # type: ignore[index]
+        loss_overlay(curves, img / f"losses_{loss}.png", f"{loss} loss", LOSSES[loss].ideal if loss in LOSSES
+                     else None)
+        out.append({"src": f"img/losses_{loss}.png", "caption": f"Loss curves of the {loss} variants, overlaid "
+                    "(x: epochs as trained)", "kind": "curves"})
+    return out
 
 
-def to_html(blocks: list[Block], title: str) -> str:
-    e = html.escape
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
-           "body{font-family:sans-serif;margin:2em;max-width:110em} table{border-collapse:collapse;font-size:85%}"
-           "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right} td:first-child{text-align:left}"
-           "img{max-width:100%;min-width:320px;image-rendering:pixelated;display:block;margin:.5em 0}"
-           "figcaption{font-size:85%;color:#555}</style></head><body>"]
-    for b in blocks:
-        if b[0] == "h":
-            out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
-        elif b[0] == "p":
-            out.append(f"<p>{e(b[1])}</p>")
-        elif b[0] == "table":
-            head = "".join(f"<th>{e(str(h))}</th>" for h in b[1])
-            body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in b[2])
-            out.append(f"<table><tr>{head}</tr>{body}</table>")
-        else:
-            out.append(f"<figure><img src='{e(b[1])}' alt='{e(b[2])}'><figcaption>{e(b[2])}</figcaption></figure>")
-    return "\n".join(out + ["</body></html>"]) + "\n"
+def pictures(results: list[VariantResult], img: Path) -> dict[str, list[dict[str, str]]]:
+    """Each variant's pictures copied into img/<variant>/; the first is its sample grid (or the last
+    training grid when stage sample did not run)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for r in results:
+        pics = sorted(r.pictures, key=lambda p: p.name != "grid.png") or r.progress[-1:]
+        out[r.name] = [{"src": f"img/{r.name}/{p.name}", "caption": f"{r.name}: {p.stem.replace('_', ' ')}"}
+                       for p in pics if _copy(p, img / r.name / p.name)]
+    return out
+
+
+def theory(img: Path) -> dict[str, Any]:
+    ideal = ideal_losses()
+    path = xy_game()
+    r0 = np.hypot(*path[0])
+    closed = r0 * np.array([xy_radius_growth(XY_LR, n) for n in range(len(path))])
+    fig = xy_game_figure(path, closed, img / "xy_game.png", XY_LR)
+    return {"ideal": [("BCE", fmt(math.log(2)), fmt(ideal["bce"])), ("MSE", "0.25", fmt(ideal["mse"]))],
+            "text": f"Appendix D: simultaneous gradient play on x·y from {XY_START}, lr {XY_LR}, {XY_STEPS} steps. "
+                    f"The radius grows ×{np.hypot(*path[-1]) / r0:.4f} (closed form (1+lr²)^(n/2) = "
+                    f"×{xy_radius_growth():.4f}; the book: ≈ ×12): the players circle the equilibrium (0, 0) and "
+                    f"spiral away from it.",
+            "figure": {"src": f"img/{fig.name}", "caption": "Appendix D: x·y under simultaneous gradient steps"}}
+
+
+def ideal_text() -> str:
+    """The ideal losses as the registry defines them, so the words and the numbers cannot disagree."""
+    have = [f"{k} {fmt(v.ideal)}" for k, v in LOSSES.items() if v.ideal is not None]
+    none = [k for k, v in LOSSES.items() if v.ideal is None]
+    return ", ".join(have) + (f"; none is defined for {' and '.join(none)}" if none else "")
+
+
+# --------------------------------------------------------------------------------------------------- tables
+HEADLINE = ("variant", "source", "loss", "steps", "epochs", "images", "FID", "KID", "digits", "ms/image",
+            "source claims")
+
+
+def headline_row(r: VariantResult, cs: list[Claim]) -> list[str]:
+    v = r.values()
+    fid = next((v[k] for k in FID_KEYS if _scalar(v.get(k))), None)
+    return [r.name, r.source, fmt(v.get("loss")), fmt(v.get("steps")), fmt(v.get("epochs_done")),
+            fmt(v.get("images_seen")), fmt(fid), fmt(v.get("kid_mnist")), fmt(v.get("class_coverage")),
+            fmt(v["seconds_per_image"] * 1000) if "seconds_per_image" in v else "—", tally(cs)]
+
+
+def details(r: VariantResult) -> list[tuple[str, str]]:
+    """Every number of the variant's train.json and eval.json, in their order; the effective config (a nested
+    mapping, train.json's `config`) is left to MLflow's params and the header."""
+    rows = []
+    for k, v in r.values().items():
+        if isinstance(v, dict) and any(isinstance(x, dict) for x in v.values()):
+            continue
+        if isinstance(v, list) and v and isinstance(v[0], list):
+            v = f"{len(v)}×{len(v[0])} matrix: " + fmt(v)
+        rows.append((k, fmt(v)))
+    return rows
+
+
+def classifier_rows(classifier: Optional[dict[str, Any]], cs: list[Claim]) -> list[list[str]]:
+    book = {c.stated.subject.split(".", 1)[1]: c for c in cs
+            if c.stated.subject.startswith("classifier.") and c.stated.quantity == "test_accuracy"}
+    rows = []
+    for name, net in CLASSIFIERS.items():
+        m = (classifier or {}).get(name) or {}
+        rows.append([name, net, f"{m.get('loss')} / {m.get('optimizer')} lr {m.get('lr')}, batch "
+                     f"{m.get('batch_size')}, {m.get('epochs')} epochs", fmt(m.get("test_accuracy")),
+                     fmt(book[name].stated.value), book[name].verdict.outcome, fmt(m.get("wall_time_s"))])
+    return rows
+
+
+def classifier_note(classifier: dict[str, Any]) -> str:
+    acc = (classifier.get("cnn") or {}).get("test_accuracy") or 0.0
+    note = (f"Trained on {classifier['n_train']:,} images, tested on {classifier['n_test']:,}. The book trains "
+            f"every network at batch 1 for 3 epochs; ours follow params.yaml's classifier section (recipes above). "
+            f"The cnn is the evaluator of the MNIST GANs (its 250 penultimate features and its predicted digits); "
+            f"its test accuracy {fmt(acc)} is " + ("at or above" if acc >= EVALUATOR_TARGET else "BELOW") +
+            f" the {EVALUATOR_TARGET:.1%} target.")
+    if classifier["n_train"] < 60_000:
+        note += " This is not the 60,000-image MNIST training set, so the accuracies are not the book's setting."
+    return note
+
+
+def missing(params: Params, results: list[VariantResult]) -> dict[str, list[str]]:
+    have = {r.name for r in results}
+    return {"ran": [r.name for r in results], "not_run": [v for v in params.variants if v not in have],
+            "unevaluated": [r.name for r in results if r.eval is None],
+            "absent": [v for v in CATALOG if v not in params.variants]}
+
+
+def inception_notes(results: list[VariantResult]) -> list[str]:
+    """Why Inception FID is absent, variant by variant: never a made-up number."""
+    return [f"{r.name}: {r.eval['fid_inception_reason']}" for r in results
+            if r.eval and r.eval.get("fid_inception") is None and r.eval.get("fid_inception_reason")]
+
+
+def time_note(results: list[VariantResult]) -> str:
+    kinds = sorted({r.train["device_name"] for r in results if r.train})
+    return ("Times are compared per image trained on, never per run: a source's time for its whole run is divided "
+            "by the images that run saw, ours by the images ours saw (so a run cut short by train.max_steps still "
+            "compares). They are compared only where like meets like: the same kind of device and the same batch "
+            f"size; other hardware of that kind counts as like within a factor of 3. Ours ran on: "
+            f"{', '.join(kinds) or 'nothing yet'}.")
+
+
+# --------------------------------------------------------------------------------------------------- the stage
+def mlflow_metrics(results: list[VariantResult], classifier: Optional[dict[str, Any]],
+                   cs: list[Claim]) -> dict[str, float]:
+    """Every number as MLflow metrics `<variant>.<metric>`, plus the classifiers' accuracies, the theory demos and
+    the count of claims per verdict (`claims.holds`)."""
+    out: dict[str, float] = {}
+    for r in results:
+        for key, v in r.values().items():
+            if _scalar(v):
+                out[f"{r.name}.{key}"] = float(v)
+    for name in CLASSIFIERS:
+        acc = ((classifier or {}).get(name) or {}).get("test_accuracy")
+        if acc is not None:
+            out[f"classifier.{name}.test_accuracy"] = float(acc)
+    out.update({f"theory.{k}": v for k, v in theory_values().items()})
+    for c in cs:
+        key = "claims." + c.verdict.outcome.replace(" ", "_")
+        out[key] = out.get(key, 0.0) + 1
+    return out
+
+
+def render(context: dict[str, Any]) -> tuple[str, str]:
+    """(report.html, report.md) from the templates."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html.j2"]),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["cell"] = lambda s: " ".join(str(s).split()).replace("|", "\\|")  # one Markdown table cell
+    env.filters["fmt"] = fmt
+    return (env.get_template("report.html.j2").render(**context),
+            env.get_template("report.md.j2").render(**context))
+
+
+def build_report(params: Params, root: Path, out_dir: Path,
+                 params_file: Optional[Path] = None) -> tuple[list[Path], dict[str, float]]:
+    """Write out_dir/report.html, report.md and img/; return the files and the metrics to log."""
+    params_file = params_file or root / "params.yaml"
+    raw = yaml.safe_load(params_file.read_text())
+    results = collect(params, root)
+    by_name = {r.name: r for r in results}
+    classifier = _json(root / "metrics" / "classifier.json")
+    img = out_dir / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    cs = claims(params, by_name, classifier)
+    per_variant = {r.name: [c for c in cs if c.stated.subject == r.name] for r in results}
+    context = {
+        "title": "ganlab: the GAN curriculum, trained and compared",
+        "header": header(root, params_file, raw, results), "missing": missing(params, results),
+        "headline": {"columns": HEADLINE, "rows": [headline_row(r, per_variant[r.name]) for r in results]},
+        "variants": [{"name": r.name, "source": r.source, "details": details(r), "claims": per_variant[r.name],
+                      "context": run_context(params, r), "evaluated": r.eval is not None} for r in results],
+        "charts": charts(results, img), "pictures": pictures(results, img), "claims": cs,
+        "outcomes": {"holds": HOLDS, "unlike": UNLIKE, "missing": MISSING}, "ideal_text": ideal_text(),
+        "time_note": time_note(results), "inception_notes": inception_notes(results),
+        "classifier": classifier, "classifier_rows": classifier_rows(classifier, cs),
+        "classifier_note": classifier_note(classifier) if classifier else None, "theory": theory(img),
+        "eval": params.eval,
+    }
+    html_text, md_text = render(context)
+    paths = [_write(out_dir / "report.html", html_text), _write(out_dir / "report.md", md_text)]
+    return paths, mlflow_metrics(results, classifier, cs)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -288,42 +477,3 @@ def _write(path: Path, text: str) -> Path:
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
-
-
-# --------------------------------------------------------------------------------------------------- the stage
-def mlflow_metrics(results: list[VariantResult], classifier: Optional[dict[str, Any]]) -> dict[str, float]:
-    """The table as MLflow metrics `<variant>.<metric>`, plus the classifiers' accuracies and the theory demos."""
-    out: dict[str, float] = {}
-    for r in results:
-        values = r.values()
-        for key, _ in COLUMNS:
-            v = values.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None:
-                out[f"{r.name}.{key}"] = float(v)
-    for name in CLASSIFIERS:
-        acc = ((classifier or {}).get(name) or {}).get("test_accuracy")
-        if acc is not None:
-            out[f"classifier.{name}.test_accuracy"] = float(acc)
-    out.update({f"theory.{k}": v for k, v in theory_values().items()})
-    return out
-
-
-def build_report(params: Params, root: Path, out_dir: Path) -> tuple[list[Path], dict[str, float]]:
-    """Write out_dir/report.md, report.html and img/; return the files and the metrics to log."""
-    results = collect(params, root)
-    classifier = _json(root / "metrics" / "classifier.json")
-    img = out_dir / "img"
-    img.mkdir(parents=True, exist_ok=True)
-    by_name = {r.name: r for r in results}
-    blocks: list[Block] = [
-        ("h", 1, "ganlab: evaluation and comparison report"), ("p", missing_text(params, results)),
-        ("h", 2, "All variants"), results_table(results), ("p", DEFINITIONS), *inception_notes(results),
-        ("h", 2, "What the sources state, beside our numbers"),
-        ("p", "Timings and memory come from different hardware (the sources' CPUs and GPUs, ours in train.json: "
-              "`device_name`); the CS231n losses are one student's last printed iteration, ours a mean over the "
-              "end of the run. `d_loss_per_term` is the mean of D's two terms, the quantity the book and d2l plot."),
-        stated_table(by_name, classifier),
-        *classifier_section(classifier), *theory_section(img), *picture_section(results, img)]
-    paths = [_write(out_dir / "report.md", to_markdown(blocks)),
-             _write(out_dir / "report.html", to_html(blocks, "ganlab report"))]
-    return paths, mlflow_metrics(results, classifier)

@@ -7,12 +7,24 @@ otherwise. `MLFLOW_TRACKING_URI`, or `tracking.uri` in params.yaml, points every
 SQLite takes one writer at a time. Every write of ours holds an exclusive file lock beside the database, so
 concurrent runs (two queued experiments) wait for each other instead of failing with "database is locked", and
 only one of them creates the schema and the experiment.
+
+What a training run holds, so that the UI's runs table compares variants by quality:
+- metrics: the loss rows and the run's summary under `train/` (`train/d_loss` at every logged step), and, once
+  stage `evaluate@<variant>` has run, its numbers under `eval/` on the same run (`eval/fid_mnist`); the report's
+  own run keeps `<variant>.<metric>` for all of them together;
+- images: the fixed-noise grid of every epoch as `train/progress` at the step it was drawn, and stage
+  `sample@<variant>`'s pictures as `sample/<name>` at the run's last step (the run page's image view);
+- the generator as a state dict plus the config that rebuilds it (`load_generator(run_id)`): no pickled code;
+- tags: variant, source, git commit (also `mlflow.source.git.commit`), host, device, torch version, and under
+  `dvc exp run` the experiment's name `dvc_exp_name`, which also ends the run's name: filter on
+  `tags.dvc_exp_name = 'my-exp'` or group the runs table by it to see one `dvc exp run` as one unit.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import socket
 import subprocess
@@ -26,7 +38,6 @@ import numpy as np
 import torch
 
 from ganlab.config import TrackingCfg, Variant, flatten
-from ganlab.images import save_png
 from ganlab.plots import loss_curves
 from ganlab.train import LOG_COLUMNS, RunPaths, Tracker
 
@@ -56,6 +67,25 @@ def store_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+TRAIN, EVAL = "train/", "eval/"  # metric prefixes on a training run
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def run_name(name: str) -> str:
+    """`mnist_lsgan`, or `mnist_lsgan · my-exp` under `dvc exp run`."""
+    exp_name = os.environ.get("DVC_EXP_NAME")
+    return f"{name} · {exp_name}" if exp_name else name
+
+
+def origin_tags() -> dict[str, str]:
+    """Where a run comes from: the commit, the machine, and the DVC experiment when there is one."""
+    commit = _git_commit(store_root())
+    tags = {"git_commit": commit, "mlflow.source.git.commit": commit, "host": socket.gethostname()}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
 
 
 def open_client(uri: str) -> Any:
@@ -89,22 +119,25 @@ class MlflowTracker(Tracker):
         self.last_flush = time.monotonic()
 
     def _experiment_id(self) -> str:
+        """The experiment, created with its kind; an existing one without the kind (a store made by an older
+        ganlab, or by `mlflow` itself) gets it, since MLflow 3's UI opens an experiment without it on its GenAI
+        overview instead of the runs table."""
         exp = self.client.get_experiment_by_name(self.cfg.experiment)
         if exp is not None:
+            for key, value in EXPERIMENT_KIND.items():
+                if exp.tags.get(key) != value:
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         location = None
         if self.uri.startswith("sqlite:///"):
             location = (Path(self.uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-        # The kind makes MLflow 3's UI open on the runs table (its model-training view), not the GenAI overview.
-        return self.client.create_experiment(self.cfg.experiment, artifact_location=location,
-                                             tags={"mlflow.experimentKind": "custom_model_development"})
+        return self.client.create_experiment(self.cfg.experiment, artifact_location=location, tags=EXPERIMENT_KIND)
 
     def _tags(self, cfg: Variant) -> dict[str, str]:
-        return {"variant": self.name, "source": cfg.source, "git_commit": _git_commit(store_root()),
-                "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "dvc_stage": self.stage,
+        return {"variant": self.name, "source": cfg.source, "dvc_stage": self.stage, **origin_tags(),
                 "device": (torch.cuda.get_device_name() if cfg.train.device != "cpu" and torch.cuda.is_available()
                            else "cpu"),
-                "torch_version": torch.__version__, "host": socket.gethostname(), "pid": str(os.getpid()),
+                "torch_version": torch.__version__, "pid": str(os.getpid()),
                 # the global overrides that shaped this run: filter with `tags.overridden LIKE '%model.loss%'`
                 # or `tags."override.model.loss" = 'bce'`
                 "overridden": ",".join(sorted(self.overrides)),
@@ -121,9 +154,7 @@ class MlflowTracker(Tracker):
                 self.client.set_tag(self.run_id, "pid", str(os.getpid()))
                 return self.run_id
             self._close_orphans()
-            exp_name = os.environ.get("DVC_EXP_NAME")
-            run = self.client.create_run(self._experiment_id(), run_name=f"{self.name} ({exp_name})" if exp_name
-                                         else self.name, tags=self._tags(cfg))
+            run = self.client.create_run(self._experiment_id(), run_name=run_name(self.name), tags=self._tags(cfg))
             self.run_id = run.info.run_id
             params = [Param(k, json.dumps(v) if isinstance(v, (list, tuple)) else str(v))
                       for k, v in flatten(cfg).items()]
@@ -157,7 +188,7 @@ class MlflowTracker(Tracker):
         ms = int(time.time() * 1000)
         for row in rows:
             step = int(row["step"])
-            self.buffer += [Metric(k, float(v), ms, step) for k, v in row.items()
+            self.buffer += [Metric(TRAIN + k, float(v), ms, step) for k, v in row.items()
                             if k not in ("step", "epoch") and np.isfinite(v)]
         if len(self.buffer) >= MAX_BATCH or time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self.flush()
@@ -170,12 +201,11 @@ class MlflowTracker(Tracker):
                 self.client.log_batch(self.run_id, metrics=self.buffer[i:i + MAX_BATCH])
         self.buffer, self.last_flush = [], time.monotonic()
 
-    def log_grid(self, epoch: int, grid: np.ndarray) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"epoch_{epoch:03d}.png"
-            save_png(grid if grid.ndim == 3 else np.ascontiguousarray(grid), path)
-            with store_lock(self.uri):
-                self.client.log_artifact(self.run_id, str(path), "grids")
+    def log_grid(self, epoch: int, step: int, grid: np.ndarray) -> None:
+        """The epoch's fixed-noise grid as the image `train/progress` at the step it was drawn: the run page's
+        image view slides over the epochs."""
+        with store_lock(self.uri):
+            self.client.log_image(self.run_id, _pil(grid), key=TRAIN + "progress", step=step, synchronous=True)
 
     def log_files(self, files: list[Path], artifact_path: str) -> None:
         with store_lock(self.uri):
@@ -205,12 +235,76 @@ class MlflowTracker(Tracker):
         self.flush()
         ms, step = int(time.time() * 1000), int(metrics.get("steps", 0))
         # the losses' final values are the last logged row already; add what only the summary has
-        final = [Metric(k, float(v), ms, step) for k, v in metrics.items() if k not in LOG_COLUMNS
+        final = [Metric(TRAIN + k, float(v), ms, step) for k, v in metrics.items() if k not in LOG_COLUMNS
                  and isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)]
         with store_lock(self.uri):
             if final:
                 self.client.log_batch(self.run_id, metrics=final)
             self.client.set_terminated(self.run_id, status=status)
+
+
+def _pil(array: np.ndarray) -> Any:
+    """A uint8 (H, W), (H, W, 1) or (H, W, 3) picture as a PIL image (grey or RGB)."""
+    from PIL import Image
+
+    return Image.fromarray(np.ascontiguousarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1
+                                                else array))
+
+
+def log_onto_training_run(cfg: TrackingCfg, train_json: Path, metrics: dict[str, Any],
+                          images: Optional[dict[str, Path]] = None) -> str:
+    """Write a later stage's numbers (under `eval/`, at the run's last step) and pictures (`sample/<name>`) onto
+    the variant's training run, the one train.json's `run_id` names, so the runs table sorts by quality."""
+    from mlflow.entities import Metric
+    from PIL import Image
+
+    run_id, step = _training_run(cfg, train_json)
+    client = _client(cfg)
+    ms = int(time.time() * 1000)
+    batch = [Metric(EVAL + k, float(v), ms, step) for k, v in metrics.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    with store_lock(tracking_uri(cfg)):
+        for i in range(0, len(batch), MAX_BATCH):
+            client.log_batch(run_id, metrics=batch[i:i + MAX_BATCH])
+        for key, path in (images or {}).items():
+            with Image.open(path) as img:
+                client.log_image(run_id, img.convert("RGB") if img.mode not in ("L", "RGB") else img.copy(),
+                                 key=key, step=step, synchronous=True)
+    return run_id
+
+
+def check_training_run(cfg: TrackingCfg, train_json: Path) -> str:
+    """The training run that a later stage will write onto, checked before that stage's work starts."""
+    return _training_run(cfg, train_json)[0]
+
+
+def _training_run(cfg: TrackingCfg, train_json: Path) -> tuple[str, int]:
+    if not train_json.exists():
+        raise FileNotFoundError(f"{train_json} is missing: run train@ for this variant first (dvc repro)")
+    info = json.loads(train_json.read_text())
+    run_id, uri = info.get("run_id"), tracking_uri(cfg)
+    if not run_id:
+        raise FileNotFoundError(f"{train_json} names no MLflow run (run_id is empty): retrain the variant with "
+                                f"stages/train.py, which records its run")
+    try:
+        _client(cfg).get_run(run_id)
+    except Exception as err:  # MlflowException: not in this store
+        raise FileNotFoundError(f"{train_json}: its training run {run_id} is not in the MLflow store {uri} "
+                                f"({type(err).__name__}); point MLFLOW_TRACKING_URI or tracking.uri at the store "
+                                f"that trained it, or retrain the variant (dvc repro -f train@<variant>)") from None
+    return run_id, int(info.get("steps", 0))
+
+
+def _client(cfg: TrackingCfg) -> Any:
+    return open_client(tracking_uri(cfg))
+
+
+def runs_table_url(base_url: str, cfg: TrackingCfg = TrackingCfg()) -> str:
+    """The UI's runs table of the experiment in its model-training mode (what `make ui` prints), or the experiment
+    list when the store has no such experiment yet."""
+    exp = _client(cfg).get_experiment_by_name(cfg.experiment)
+    base, mode = base_url.rstrip("/"), "?workflowType=machine_learning"  # MLflow 3.17 starts in GenAI mode
+    return f"{base}/#/experiments/{exp.experiment_id}/runs{mode}" if exp else f"{base}/#/experiments{mode}"
 
 
 def _alive(pid: int) -> bool:
@@ -230,8 +324,13 @@ def _note(name: str, cfg: Variant) -> str:
 
 
 def load_generator(run_id: str, tracking: TrackingCfg = TrackingCfg(), device: str = "cpu") -> torch.nn.Module:
-    """Rebuild a logged generator from its run: the artifact `model/generator.pt` (a state dict) and
-    `model/variant.json` (the resolved config), so no pickled code is needed to load it back."""
+    """Rebuild a logged generator from its run: the artifact `model/generator.pt` (a state dict, read with
+    `weights_only=True`: tensors, never pickled code) and `model/variant.json` (the resolved config that
+    `build_models` turns back into the network). The documented way to load a ganlab model from MLflow:
+
+        from ganlab.tracking import load_generator
+        G = load_generator("<run id>")  # the store of params.yaml's tracking section; MLFLOW_TRACKING_URI wins
+    """
     from ganlab.models import build_models
 
     client = open_client(tracking_uri(tracking))
@@ -240,7 +339,7 @@ def load_generator(run_id: str, tracking: TrackingCfg = TrackingCfg(), device: s
         info = json.loads((local / "variant.json").read_text())
         cfg = Variant.model_validate(info["config"])
         G, _ = build_models(cfg.model, tuple(info["data_shape"]))
-        G.load_state_dict(torch.load(local / "generator.pt", map_location=device))
+        G.load_state_dict(torch.load(local / "generator.pt", map_location=device, weights_only=True))
     return G.to(device)
 
 
@@ -250,14 +349,11 @@ def log_summary_run(name: str, cfg: TrackingCfg, stage: str, metrics: dict[str, 
     from mlflow.entities import Metric
 
     tracker = MlflowTracker(name, cfg, stage)
-    exp_name = os.environ.get("DVC_EXP_NAME")
-    tags = {"dvc_stage": stage, "dvc_exp_name": exp_name or "", "git_commit": _git_commit(store_root()),
-            "host": socket.gethostname()}
+    tags = {"dvc_stage": stage, **origin_tags()}
     ms = int(time.time() * 1000)
     batch = [Metric(k, float(v), ms, 0) for k, v in metrics.items() if np.isfinite(v)]
     with store_lock(tracker.uri):
-        run = tracker.client.create_run(tracker._experiment_id(), run_name=f"{name} ({exp_name})" if exp_name
-                                        else name, tags=tags)
+        run = tracker.client.create_run(tracker._experiment_id(), run_name=run_name(name), tags=tags)
         for i in range(0, len(batch), MAX_BATCH):
             tracker.client.log_batch(run.info.run_id, metrics=batch[i:i + MAX_BATCH])
         tracker.client.log_artifacts(run.info.run_id, str(artifact_dir))

@@ -68,7 +68,7 @@ class Tracker:
 
     def log_rows(self, rows: list[dict[str, float]]) -> None: ...
 
-    def log_grid(self, epoch: int, grid: np.ndarray) -> None: ...
+    def log_grid(self, epoch: int, step: int, grid: np.ndarray) -> None: ...
 
     def log_outputs(self, paths: "RunPaths", cfg: Variant, data_shape: tuple[int, ...]) -> None: ...
 
@@ -496,6 +496,8 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prog.run_id = tracker.start(cfg, prog.run_id)
+    if prog.step == 0:  # the untrained generator's grid: step 0 of the tracker's image slider (no DVC output)
+        tracker.log_grid(0, 0, picture(data, generate(gan.G, fixed_z, fixed_y)))
     log, started = (par.logger if par else Logger)(name, device), time.perf_counter() - prog.wall_s
     try:
         steps = (par.steps if par else GraphedSteps if cfg.train.cuda_graph else Steps)(gan, data, log)
@@ -510,7 +512,7 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
         tracker.end({}, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     prog.wall_s, prog.complete = time.perf_counter() - started, True
-    metrics = summary(cfg, name, prog, device, len(data))
+    metrics = summary(cfg, name, prog, device, len(data), per_epoch)
     metrics.update(config=cfg.model_dump(mode="json"), overrides=overrides or {})
     if writer:
         write_outputs(gan, data, prog, metrics, paths)
@@ -527,7 +529,7 @@ def end_epoch(gan: GAN, data: Dataset, prog: Progress, z: Tensor, y: Optional[Te
     prog.grids[epoch] = picture(data, samples)
     if samples.dim() == 2:
         prog.samples[epoch] = samples.cpu().tolist()
-    tracker.log_grid(epoch, prog.grids[epoch])
+    tracker.log_grid(epoch, prog.step, prog.grids[epoch])
     prog.epoch, prog.perm = epoch, None
 
 
@@ -537,12 +539,26 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
 
 
-def summary(cfg: Variant, name: str, prog: Progress, device: torch.device, n: int) -> dict[str, Any]:
+def images_trained(cfg: Variant, n: int, per_epoch: int, steps: int) -> int:
+    """Real images consumed by `steps` steps, exactly: an epoch is n images, or per_epoch full batches when
+    drop_last drops the partial one; a short last batch (drop_last: false) counts its true size."""
+    b = cfg.train.batch_size
+    per_pass = per_epoch * b if cfg.train.drop_last else n
+    full, rest = divmod(steps, per_epoch)
+    return full * per_pass + min(rest * b, per_pass)
+
+
+def summary(cfg: Variant, name: str, prog: Progress, device: torch.device, n: int,
+            per_epoch: int) -> dict[str, Any]:
+    """train.json. `epochs_done` is steps / steps per epoch (a run cut by max_steps ends inside an epoch), so an
+    epoch whose partial batch drop_last drops still counts as one; `images_seen` counts the images really used."""
     last = prog.rows[-1]
-    images = prog.step * cfg.train.batch_size
+    images = images_trained(cfg, n, per_epoch, prog.step)
     mem, mem_kind = peak_memory(device)
     return {"variant": name, "d_loss": last["d_loss"], "g_loss": last["g_loss"], "d_x": last["d_x"],
-            "d_gz": last["d_gz"], "steps": prog.step, "epochs": prog.epoch, "images_seen": images,
+            "d_gz": last["d_gz"], "steps": prog.step, "epochs": prog.epoch,
+            "steps_per_epoch": per_epoch, "epochs_done": round(prog.step / per_epoch, 4), "n_train": n,
+            "batch_size": cfg.train.batch_size, "images_seen": images,
             "wall_time_s": round(prog.wall_s, 3), "images_per_s": round(images / max(prog.wall_s, 1e-9), 1),
             "peak_memory_bytes": mem, "peak_memory_kind": mem_kind, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
