@@ -268,6 +268,9 @@ class TrainCfg(Strict):
     # and D, split D update, fresh G batch, bce or mse; the same weights, bitwise on CPU) and autograd elsewhere.
     engine: Literal["auto", "autograd", "manual"] = "auto"
     threads: Optional[PosInt] = None  # CPU threads while training; null: 1 at batch 1 (faster, bench/README.md)
+    # Data-parallel: this many processes under torchrun (ganlab.distributed), each on 1/nproc of every batch; the
+    # same weights as one process (batched variants only; gloo on CPU, NCCL with one GPU per process)
+    nproc: PosInt = 1
 
 
 class Variant(Strict):

@@ -481,7 +481,7 @@ def plan(cfg: Variant, n: int) -> tuple[int, int]:
 
 
 def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps, per_epoch: int, total: int,
-              ckpt: Path, tracker: Tracker, bar: tqdm) -> None:
+              ckpt: Optional[Path], tracker: Tracker, bar: tqdm) -> None:
     t, b = gan.cfg.train, gan.cfg.train.batch_size
     if prog.perm is None:  # a fresh epoch; a resumed one keeps the order it started with
         n = len(data)
@@ -501,15 +501,16 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps
                 tracker.log_rows([row])
                 bar.set_postfix(D=f"{row['d_loss']:.3f}", G=f"{row['g_loss']:.3f}",
                                 Dx=f"{row['d_x']:.2f}", DGz=f"{row['d_gz']:.2f}", refresh=False)
-        if checkpoint:
+        if checkpoint and ckpt is not None:  # None: a data-parallel rank other than 0
             save_checkpoint(ckpt, gan, prog)
 
 
 def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
-        overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        overrides: Optional[dict[str, Any]] = None, par: Any = None) -> dict[str, Any]:
     """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics.
-    train.json also records the effective config and the global `overrides` that shaped it ({key: value})."""
-    device = resolve_device(cfg.train.device)
+    train.json also records the effective config and the global `overrides` that shaped it ({key: value}).
+    `par`: this process's ganlab.distributed.Parallel in a data-parallel run (train.nproc > 1), else None."""
+    device = par.device if par else resolve_device(cfg.train.device)
     if cfg.train.cuda_graph and device.type != "cuda":
         raise ConfigError(f"train.cuda_graph is true but training runs on {device}: CUDA graphs need a CUDA "
                           f"device; set train.cuda_graph: false (or run where a GPU is)")
@@ -520,26 +521,29 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
     data = load_dataset(cfg.data, paths.data_dir, device)
     per_epoch, total = plan(cfg, len(data))
     gan = build_gan(cfg, data.shape, device)
+    if par:
+        par.wrap(gan)
     ckpt = paths.checkpoints / "last.pt"
     prog = load_checkpoint(ckpt, gan) or Progress()
     if prog.step:
         print(f"{name}: resuming from step {prog.step} of {total} ({ckpt})", file=sys.stderr)
     fixed_z, fixed_y = fixed_latent(gan)
+    writer = par is None or par.rank == 0  # only rank 0 writes outputs (and its tracker alone logs)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prog.run_id = tracker.start(cfg, prog.run_id)
     if prog.step == 0:  # the untrained generator's grid: step 0 of the tracker's image slider (no DVC output)
         tracker.log_grid(0, 0, picture(data, generate(gan.G, fixed_z, fixed_y)))
-    log, started = Logger(name, device), time.perf_counter() - prog.wall_s
+    log, started = (par.logger if par else Logger)(name, device), time.perf_counter() - prog.wall_s
     try:
-        steps = step_runner(gan, data, log)  # capture fails the run too
+        steps = par.steps(gan, data, log) if par else step_runner(gan, data, log)  # capture fails the run too
         with cpu_threads(training_threads(cfg.train, device)):
             while prog.step < total:
                 with tqdm(total=min(per_epoch, total - prog.epoch * per_epoch),
                           initial=prog.step - prog.epoch * per_epoch,
                           desc=f"{name} epoch {prog.epoch + 1}/{cfg.train.epochs}", file=sys.stderr,
                           mininterval=1.0, dynamic_ncols=True) as bar:
-                    run_epoch(gan, data, prog, log, steps, per_epoch, total, ckpt, tracker, bar)
+                    run_epoch(gan, data, prog, log, steps, per_epoch, total, ckpt if writer else None, tracker, bar)
                 end_epoch(gan, data, prog, fixed_z, fixed_y, tracker)
                 prog.wall_s = time.perf_counter() - started
     except BaseException as exc:
@@ -548,8 +552,9 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
     prog.wall_s, prog.complete = time.perf_counter() - started, True
     metrics = summary(cfg, name, prog, device, len(data), per_epoch)
     metrics.update(config=cfg.model_dump(mode="json"), overrides=overrides or {})
-    write_outputs(gan, data, prog, metrics, paths)
-    save_checkpoint(ckpt, gan, prog)
+    if writer:
+        write_outputs(gan, data, prog, metrics, paths)
+        save_checkpoint(ckpt, gan, prog)
     tracker.log_outputs(paths, cfg, data.shape)
     tracker.end(metrics, "FINISHED")
     return metrics
