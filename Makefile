@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser repro test bench bench-deps ui clean-venv
+.PHONY: setup browser services repro test bench bench-deps ui lab-up lab-down lab-status clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,28 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "make test needs Chromium for the MLflow UI test: sudo apt-get install chromium" >&2; exit 1; }
 
-test: setup browser
+# The lab's services and the sweep test's one-node cluster: Debian's postgresql, slurm-wlm and munge; as root we
+# install what is missing, otherwise we say how.
+SERVICES_MISSING = $(strip $(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) \
+	$(if $(shell command -v slurmctld),,slurm-wlm) $(if $(shell command -v munged),,munge))
+services:
+	@[ -z "$(SERVICES_MISSING)" ] || { [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SERVICES_MISSING) >/dev/null; } || \
+	  { echo "the lab and its tests need Debian packages: sudo apt-get install $(SERVICES_MISSING)" >&2; exit 1; }
+
+test: setup browser services
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# A lab's shared services on this machine (README "Working as a team"): PostgreSQL, S3 (SeaweedFS), MLflow server.
+# Settings: GANLAB_LAB_* environment variables; secrets are generated into the lab folder on the first lab-up.
+lab-up: setup services
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m ganlab.lab up
+
+lab-down: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m ganlab.lab down
+
+lab-status: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m ganlab.lab status
 
 # Browse every run: the MLflow UI on this repository's store, on http://127.0.0.1:5000; prints the link to the
 # training runs table (MLflow 3.17 opens every visitor in GenAI mode; the link's workflowType leaves it).

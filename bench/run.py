@@ -1,13 +1,13 @@
 """The speed suite: ganlab's trainer against plain PyTorch baselines, on one device, in one run.
 
-    python bench/run.py [--device auto] [--windows 5] [--steps 20] [--quick | --no-quick]
+    python bench/run.py [--device auto] [--windows 5] [--steps 20] [--quick | --no-quick] [--suites book ...]
 
 1. Batched images/s at batch 128: the pytorch/examples DCGAN loop (bench/baselines/dataloader_loop.py: Dataset +
    DataLoader workers + per-batch .to(device) + .item() logging, PyTorch's default backend settings) against
    ganlab's trainer with its defaults (strict fp32, eager) and with its speed settings (SPEED), on the same
    networks, loss, schedule (BCE, one D step on real + fake, G on the same fake batch) and device.
 2. Book mode: ganlab at batch 1 on the book's schedule (split D steps, fresh seeds) against the book's per-sample
-   loop (bench/baselines/book_loop.py), for `mnist_mlp` and `celeba_cnn`.
+   loop (bench/baselines/book_loop.py), for `mnist_mlp`, `mnist_cgan` and `celeba_cnn`, their windows in turn.
 3. Achieved FLOP/s of the convolutional variants at batch 128 (FLOPs of one iteration counted by
    torch.utils.flop_counter on an eager iteration) as a share of the device's peak for the precision used.
 4. Peak device memory of every run (CUDA: max_memory_allocated, reset before each run; on CPU not reported).
@@ -25,6 +25,7 @@ import json
 import os
 import re
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Callable, Optional
@@ -38,19 +39,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "src")] + [str(ROOT / "bench/.deps")] * (ROOT / "bench/.deps").is_dir()
 
 from baselines import book_loop, dataloader_loop  # noqa: E402
-from harness import measure, trainer  # noqa: E402
+from harness import measure, measure_interleaved, trainer  # noqa: E402
 
 try:
     from ganlab.config import Variant, load_params
     from ganlab.data.load import resize
-    from ganlab.train import build_gan, resolve_device, set_backends
+    from ganlab.train import build_gan, cpu_threads, resolve_device, set_backends
 except ModuleNotFoundError as err:
     sys.exit(f"bench: {err}. On a machine that has torch but not ganlab's dependencies, run `make bench-deps` "
              f"where ganlab is installed and bring bench/.deps along (bench/README.md)")
 
 BATCHED = ["mnist_mlp", "mnist_vanilla", "mnist_dcgan64", "celeba_dcgan", "celeba_cnn"]
 CONV = ["mnist_dcgan64", "celeba_dcgan", "celeba_cnn"]
-BOOK = ["mnist_mlp", "celeba_cnn"]
+BOOK = ["mnist_mlp", "mnist_cgan", "celeba_cnn"]
 SOURCE_SHAPES = {"mnist": (1, 28, 28), "celeba": (3, 128, 128), "celeba_full": (3, 218, 178)}
 # ganlab's speed settings by device and precision (train.* keys; each is documented in params.yaml).
 SPEED = {("cuda", "fp32"): {"tf32": True, "cudnn_benchmark": True, "fused": True, "cuda_graph": True},
@@ -61,6 +62,9 @@ SPEED = {("cuda", "fp32"): {"tf32": True, "cudnn_benchmark": True, "fused": True
 PEAKS = {"H100 80GB HBM3": {"fp32": 494.7e12, "bf16": 989.4e12},  # H100 SXM5
          "H100 PCIe": {"fp32": 378e12, "bf16": 756e12},
          "H200": {"fp32": 494.7e12, "bf16": 989.4e12}}
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def peak_flops(device_name: str, precision: str) -> Optional[float]:
@@ -149,36 +153,69 @@ def batched(device: torch.device, args: argparse.Namespace) -> list[dict]:
 
 
 def book_mode(device: torch.device, args: argparse.Namespace) -> list[dict]:
+    """Batch 1 on the book's schedule, every run's windows taken in turn (harness.measure_interleaved). The book
+    loop runs with torch's default thread count (as a user runs it) and with one thread; the ratio is against the
+    faster of the two. ganlab runs with the variant's defaults (the hand-written MLP step, one thread, fused Adam),
+    with `fused: false` (the book's Adam update bit for bit), and as it ran before the hand-written step (autograd,
+    the multi-tensor Adam, torch's default threads)."""
     rows = []
-    for name in (BOOK[:1] if args.quick else BOOK):
+    for name in (BOOK[:2] if args.quick else BOOK):
         cfg = variant(name, baseline_schedule=False)  # the book's own schedule: split D steps, fresh seeds
         n = args.steps * 20
         x = synthetic(cfg, n)
-        base = timed(device, args, lambda: book_baseline(name, x, device))
-        rows.append({"suite": "book", "variant": name, "batch": 1, "run": "book loop", "settings": {}, **base})
-        runs = {"ganlab": {}} | ({"ganlab cuda graph": {"cuda_graph": True, "fused": True}}
-                                 if device.type == "cuda" else {})
+        books = {"book loop": None} | ({"book loop, 1 thread": 1}
+                                      if device.type == "cpu" and torch.get_num_threads() > 1 else {})
+        runs = {"ganlab before (autograd, foreach Adam)": {"engine": "autograd", "fused": False,
+                                                          "threads": torch.get_num_threads()},
+                "ganlab": {}, "ganlab, fused: false (bitwise)": {"fused": False}} | (
+            {"ganlab cuda graph": {"cuda_graph": True, "fused": True}} if device.type == "cuda" else {})
+        try:
+            works = {run: threaded(threads, book_baseline(name, x, device)) for run, threads in books.items()}
+            for run, settings in runs.items():
+                works[run] = (lambda work: lambda: work(n))(trainer(variant(name, baseline_schedule=False,
+                                                                            **settings), x, device))
+            rates = measure_interleaved(works, windows=args.windows, device=device, clock=CLOCKS[args.clock])
+        except Exception as exc:  # a configuration that fails is a result too; the suite goes on
+            traceback.print_exc()
+            rows.append({"suite": "book", "variant": name, "batch": 1, "run": "all",
+                         "error": f"{type(exc).__name__}: {exc}"[:500]})
+            continue
+        base = max((rates[run] for run in books), key=lambda r: r["median"])
+        for run in books:
+            rows.append({"suite": "book", "variant": name, "batch": 1, "run": run, "settings": {},
+                         "images_per_s": rates[run], "peak_memory_bytes": None})
         for run, settings in runs.items():
-            c = variant(name, baseline_schedule=False, **settings)
-            r = timed(device, args, lambda: (lambda work: lambda: work(n))(trainer(c, x, device)))
+            r = {"images_per_s": rates[run], "peak_memory_bytes": None}
             rows.append({"suite": "book", "variant": name, "batch": 1, "run": run, "settings": settings, **r,
-                         "vs_baseline": ratio(r, base)})
+                         "vs_baseline": ratio(r, {"images_per_s": base})})
     return rows
 
 
+def threaded(threads: Optional[int], work: Callable[[], int]) -> Callable[[], int]:
+    """`work` run with torch's intra-op thread count set to `threads` (None: as it is)."""
+    def run() -> int:
+        with cpu_threads(threads):
+            return work()
+    return run
+
+
 def book_baseline(name: str, x: torch.Tensor, device: torch.device) -> Callable[[], int]:
-    """The book's loop over its own classes (notebook 08), or over ganlab's copy of the notebook-14 networks."""
+    """The book's loop over its own classes (notebooks 08 and 16), or over ganlab's copy of the notebook-14
+    networks."""
     pytorch_defaults()
-    if name == "mnist_mlp":
-        D, G = book_loop.Discriminator().to(device), book_loop.Generator().to(device)
+    if name in ("mnist_mlp", "mnist_cgan"):
+        cgan = name == "mnist_cgan"
+        D = (book_loop.ConditionalDiscriminator() if cgan else book_loop.Discriminator()).to(device)
+        G = (book_loop.ConditionalGenerator() if cgan else book_loop.Generator()).to(device)
         dataset = book_loop.TensorRows(x.reshape(-1, 784).numpy(), device)
         seed = lambda n: torch.randn(n, device=device)  # noqa: E731
-    else:
-        cfg = variant(name, baseline_schedule=False)
-        gan = build_gan(cfg, x.shape[1:], device)  # the networks only: the book's classes bring their optimisers
-        D, G = book_loop.Discriminator(model=gan.D), book_loop.Generator(model=gan.G)
-        dataset = book_loop.TensorRows(x.numpy(), device)
-        seed = lambda n: torch.randn(1, n, device=device)  # noqa: E731
+        loop = book_loop.train_cgan if cgan else book_loop.train_gan
+        return lambda: loop(D, G, dataset, limit=len(x), seed_fn=seed)
+    cfg = variant(name, baseline_schedule=False)
+    gan = build_gan(cfg, x.shape[1:], device)  # the networks only: the book's classes bring their optimisers
+    D, G = book_loop.Discriminator(model=gan.D), book_loop.Generator(model=gan.G)
+    dataset = book_loop.TensorRows(x.numpy(), device)
+    seed = lambda n: torch.randn(1, n, device=device)  # noqa: E731
     return lambda: book_loop.train_gan(D, G, dataset, limit=len(x), seed_fn=seed)
 
 
@@ -231,15 +268,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="iterations per timed window (x20 in book mode)")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="the baseline's DataLoader")
     ap.add_argument("--quick", action=argparse.BooleanOptionalAction, default=None,
-                    help="fp32, the MLP variants only; the default on CPU, where the whole suite takes hours")
+                    help="fp32, the MNIST MLP variants only; the default on CPU, where the whole suite takes hours")
     ap.add_argument("--out", type=Path, help="where to write the JSON (default bench/results/<device>.json)")
+    ap.add_argument("--suites", nargs="+", choices=["batched", "book", "flops"], default=["batched", "book", "flops"])
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                    help="book mode's clock: wall time, or the process's CPU time (on a machine whose cores are "
+                         "shared, CPU time counts only this process's work; extra threads' spinning counts too)")
+    ap.add_argument("--threads", type=int, help="torch's CPU thread count for the whole suite (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if args.quick is None:
         args.quick = device.type == "cpu"
         print("CPU: the quick suite (fp32, MLP variants); --no-quick runs everything" * args.quick, flush=True)
-    rows = batched(device, args) + book_mode(device, args) + flops(device, args, name)
+    suites = {"batched": lambda: batched(device, args), "book": lambda: book_mode(device, args),
+              "flops": lambda: flops(device, args, name)}
+    rows = [row for suite in args.suites for row in suites[suite]()]
     set_backends(variant("mnist_mlp").train)  # leave the process as ganlab's defaults found it
     print(f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads\n\n{table(rows)}")
     path = args.out or ROOT / "bench/results" / f"{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.json"

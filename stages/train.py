@@ -1,15 +1,17 @@
 """Stage train@<variant>: train one variant, write its models, metrics, loss log and per-epoch grids, and track
-the run in MLflow."""
+the run in MLflow. With `train.nproc > 1` it re-runs itself under torchrun in that many processes
+(ganlab.distributed); rank 0 tracks and writes."""
 
 import argparse
 import signal
 import sys
 from pathlib import Path
 
+from ganlab import distributed
 from ganlab.config import ConfigError, load_params
 from ganlab.io import BadFile
 from ganlab.tracking import MlflowTracker
-from ganlab.train import RunPaths, TrainingDiverged, fit
+from ganlab.train import RunPaths, Tracker, TrainingDiverged, fit
 
 
 def _terminate(signum, frame):
@@ -27,15 +29,25 @@ def main() -> int:
     try:
         params = load_params(args.params)
         cfg = params.variant(args.variant)
-        for warning in params.masking(args.variant):
-            print(f"train@{args.variant}: warning: {warning}", file=sys.stderr)
+        distributed.check(cfg, args.variant)
+        if not distributed.under_torchrun():  # the parent (or the only process) warns, not every rank
+            for warning in params.masking(args.variant):
+                print(f"train@{args.variant}: warning: {warning}", file=sys.stderr)
+        if cfg.train.nproc > 1 and not distributed.under_torchrun():
+            return distributed.launch(cfg.train.nproc, sys.argv)
         overrides = {o.key: o.value for o in params.overrides(args.variant)}
-        tracker = MlflowTracker(args.variant, params.tracking, stage=f"train@{args.variant}", overrides=overrides)
+        tracker = (MlflowTracker(args.variant, params.tracking, stage=f"train@{args.variant}", overrides=overrides)
+                   if distributed.is_writer() else Tracker())
+        par = distributed.setup(cfg)  # None for one process; else this rank of train.nproc
         metrics = fit(cfg, args.variant, RunPaths.for_variant(args.variant, args.root, args.data_dir), tracker,
-                      overrides)
+                      overrides, par)
     except (ConfigError, TrainingDiverged, FileNotFoundError, BadFile) as err:
         print(f"train@{args.variant}: error: {err}", file=sys.stderr)
         return 1
+    finally:
+        distributed.teardown()
+    if not distributed.is_writer():
+        return 0
     print(f"train@{args.variant}: {metrics['steps']} steps, D {metrics['d_loss']:.4f}, G {metrics['g_loss']:.4f}, "
           f"{metrics['images_per_s']:.0f} images/s; MLflow run {metrics['run_id']}", file=sys.stderr)
     return 0

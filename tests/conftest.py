@@ -1,9 +1,18 @@
-"""Shared fixtures: a loopback HTTP file server, real MNIST digits as CSVs, and params.yaml for a temp dir."""
+"""Shared fixtures: a loopback HTTP file server, real MNIST digits as CSVs, params.yaml for a temp dir, and a lab
+(PostgreSQL, SeaweedFS, MLflow server) started once per session by the project's own `python -m ganlab.lab`."""
 
 from __future__ import annotations
 
 import gzip
 import io
+import os
+import random
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -16,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import mnist_digits, write_params
+from helpers import REPO, env, mnist_digits, write_params
 
 MNIST_TRAIN_ROWS, MNIST_TEST_ROWS = 4000, 1000
 
@@ -180,3 +189,66 @@ def write_zip(path: Path, entries: dict[str, bytes], seed: int = 1) -> Path:
         for name in names:
             zf.writestr(name, entries[name])
     return path
+
+
+# --------------------------------------------------------------------------------------------------- the lab
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def lab_ports() -> dict[str, str]:
+    """Free loopback ports: SeaweedFS takes S3..S3+5 and each + 10000; PostgreSQL and MLflow one each."""
+    rng = random.Random(os.getpid())
+    for _ in range(200):
+        base = rng.randrange(20000, 45000, 10)
+        ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)] + [base + 7, base + 8]
+        if all(_free(p) for p in ports):
+            return {"GANLAB_LAB_S3_PORT": str(base), "GANLAB_LAB_PG_PORT": str(base + 7),
+                    "GANLAB_LAB_MLFLOW_PORT": str(base + 8)}
+    raise RuntimeError("no free loopback ports for the lab")
+
+
+@dataclass
+class LabHandle:
+    dir: Path
+    env: dict[str, str]  # the lab's settings (GANLAB_LAB_*)
+    client: dict[str, str]  # what `python -m ganlab.lab env` prints: the tracking server, its credentials, S3
+
+    @property
+    def uri(self) -> str:
+        return self.client["MLFLOW_TRACKING_URI"]
+
+    def run_env(self, **extra: str) -> dict[str, str]:
+        """The environment of a teammate's command: the project's venv first, the lab's credentials, and
+        tracking.uri left to params.yaml (no MLFLOW_TRACKING_URI)."""
+        e = {**env(), **self.env, **self.client, **extra}
+        e.pop("MLFLOW_TRACKING_URI")
+        return e
+
+
+@pytest.fixture(scope="session")
+def lab() -> LabHandle:
+    """PostgreSQL + SeaweedFS + the MLflow server, started once for the session with `python -m ganlab.lab up` in
+    a fresh folder on free loopback ports. A service that cannot start fails the tests that use it, with why."""
+    # not under pytest's 0700 temp root: as root, PostgreSQL runs as the `postgres` user, who must reach its folder
+    folder = Path(tempfile.mkdtemp(prefix="ganlab-lab-"))
+    os.chmod(folder, 0o755)
+    settings = {"GANLAB_LAB_DIR": str(folder), **lab_ports()}
+    e = {**env(), **settings}
+    up = subprocess.run([sys.executable, "-m", "ganlab.lab", "up"], env=e, capture_output=True, text=True)
+    try:
+        if up.returncode != 0:
+            pytest.fail(f"the lab did not start (python -m ganlab.lab up):\n{up.stderr}", pytrace=False)
+        out = subprocess.run([sys.executable, "-m", "ganlab.lab", "env"], env=e, capture_output=True, text=True,
+                             check=True).stdout
+        client = {k: shlex.split(v)[0] for k, v in (line.removeprefix("export ").split("=", 1)
+                                                       for line in out.splitlines())}
+        yield LabHandle(folder, settings, client)
+    finally:
+        subprocess.run([sys.executable, "-m", "ganlab.lab", "down"], env=e, capture_output=True, text=True)
+        shutil.rmtree(folder, ignore_errors=True)

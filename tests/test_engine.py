@@ -20,7 +20,8 @@ from ganlab.config import ConfigError, load_params
 from ganlab.data.celeba import pack_celeba
 from ganlab.data.load import load_dataset
 from ganlab.data.toy import make_toy
-from ganlab.train import GAN, GraphedSteps, Logger, RunPaths, Steps, build_gan, fit
+from ganlab.mlp_steps import MlpSteps
+from ganlab.train import GAN, GraphedSteps, Logger, RunPaths, Steps, build_gan, fit, fixed_latent, generate
 from helpers import REPO, mnist_digits, run, write_mnist_h5, write_params
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -221,6 +222,45 @@ def test_graphed_steps_give_the_plain_steps_weights(data_dir, name, batch):
     assert any(not torch.equal(untrained[k], plain[k]) for k in untrained), "the steps did not train G"
 
 
+# The book's batch-1 MLP with either optimiser kernel, the cGAN's labels, SGD + MSE + sigmoid (the first attempt,
+# the 1010 pattern), a G step every other iteration, and a batch of 4 (the D steps' batch sums).
+@pytest.mark.parametrize("name,train", [("mnist_mlp", {}), ("mnist_mlp", {"fused": True}), ("mnist_cgan", {}),
+                                        ("mnist_mlp_first", {}), ("pattern_1010", {}), ("mnist_mlp", {"n_critic": 2}),
+                                        ("mnist_mlp", {"batch_size": 4})])
+def test_hand_written_mlp_step_gives_the_autograd_weights(data_dir, name, train):
+    """MlpSteps (`engine: auto` for these variants) against the autograd step: the same weights and log rows, bit
+    for bit at batch 1; at batch 4 within 1e-6 (sums over the batch may round in another order)."""
+    cfg = variant(name, device="cpu", **{"batch_size": 1} | train)
+    plain, plain_rows = run_steps(cfg, data_dir, Steps, 20)
+    manual, manual_rows = run_steps(cfg, data_dir, MlpSteps, 20)
+    assert plain.keys() == manual.keys()
+    assert_close(manual, plain, rtol=0, atol=1e-6)
+    if cfg.train.batch_size == 1:
+        assert all(torch.equal(plain[k], manual[k]) for k in plain)
+        assert manual_rows == plain_rows
+    untrained = build_gan(cfg, load_dataset(cfg.data, data_dir, CPU).shape, CPU).G.state_dict()
+    assert any(not torch.equal(untrained[k], manual[k]) for k in untrained), "the steps did not train G"
+
+
+@pytest.mark.parametrize("name", ["mnist_mlp", "mnist_cgan"])
+def test_book_mode_defaults_keep_the_books_adam_weights(data_dir, name):
+    """The variants as params.yaml has them (hand-written step, fused Adam) against the autograd step with the
+    book's multi-tensor Adam: equal weights to 1e-6 after 300 batch-1 steps."""
+    cfg = variant(name, device="cpu")
+    assert cfg.train.fused and cfg.train.engine == "auto"
+    book, _ = run_steps(variant(name, device="cpu", fused=False, engine="autograd"), data_dir, Steps, 300)
+    ours, _ = run_steps(cfg, data_dir, MlpSteps, 300)
+    assert_close(ours, book, rtol=0, atol=1e-6)
+    assert any(not torch.equal(ours[k], book[k]) for k in ours)  # another kernel: not bit for bit
+
+
+def test_engine_manual_where_it_cannot_run_is_a_clear_error(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="train.engine is 'manual' but .* train.d_update is 'joint'"):
+        train(variant("mnist_vanilla", device="cpu", engine="manual", max_steps=2), "mnist_vanilla", tmp_path,
+              data_dir)
+    assert not (tmp_path / "models").exists()
+
+
 @pytest.mark.parametrize("setting", ["fused", "compile"])
 def test_speed_setting_keeps_the_maths(data_dir, setting):
     """The fused optimiser and torch.compile run other kernels: the same weights to float tolerance, and the
@@ -238,3 +278,36 @@ def test_cuda_graph_without_a_gpu_is_a_clear_error(data_dir, tmp_path):
     with pytest.raises(ConfigError, match="train.cuda_graph is true but training runs on cpu"):
         train(variant("mnist_mlp", device="cpu", cuda_graph=True, max_steps=2), "mnist_mlp", tmp_path, data_dir)
     assert not (tmp_path / "models").exists()
+
+
+def test_mnist_dcgan64_can_draw_white_and_the_blog_codes_scaling_cannot(data_dir):
+    """Default [-1, 1]: a white pixel is 1, the top of G's Tanh, and the trained G's samples span [-1, 1]'s scale.
+    The blog code's Normalize(0.1307, 0.3081) (kept as an option) puts white at 2.82, out of Tanh's reach: G's
+    largest output maps back to 0.439 in pixels. The default trains on the training digits only (held-out test
+    digits for evaluate); the option `split: all` is the post's 70,000."""
+    cfg = variant("mnist_dcgan64", device="cpu", batch_size=4)
+    data = load_dataset(cfg.data, data_dir, CPU)
+    real = data.scale(data.x[:256])
+    assert real.min() == -1.0 and 0.99 <= real.max() <= 1.0
+    assert data.unscale(torch.tensor([-1.0, 1.0])).tolist() == [0.0, 1.0]
+    gan, _ = run_steps_gan(cfg, data_dir, 3)
+    samples = generate(gan.G, *fixed_latent(gan))
+    assert samples.shape[1:] == (1, 64, 64) and -1.0 <= samples.min() < 0.0 < samples.max() <= 1.0
+    assert data.unscale(samples).max() > 0.5  # the standardised scale could not pass 0.439
+
+    blog = cfg.data.model_copy(update={"scale": "standardize", "mean": 0.1307, "std": 0.3081, "split": "all"})
+    post = load_dataset(blog, data_dir, CPU)
+    assert len(post) == len(data) + len(load_dataset(cfg.data.model_copy(update={"split": "test"}), data_dir, CPU))
+    assert post.scale(post.x[:256]).max().item() == pytest.approx((post.x[:256].max().item() / 255 - 0.1307) / 0.3081)
+    assert post.unscale(torch.tensor(1.0)).item() == pytest.approx(1 * 0.3081 + 0.1307)  # 0.4388: never white
+    assert post.unscale(samples).max() <= 0.4389
+
+
+def run_steps_gan(cfg, data_dir, n):
+    data = load_dataset(cfg.data, data_dir, CPU)
+    gan = build_gan(cfg, data.shape, CPU)
+    log = Logger("test", CPU)
+    steps = Steps(gan, data, log)
+    for k in range(n):
+        steps(torch.arange(k * cfg.train.batch_size, (k + 1) * cfg.train.batch_size), g_step=True)
+    return gan, log

@@ -15,8 +15,8 @@ from ganlab.classifier import Classifier, Evaluator, accuracy, fit_classifier
 from ganlab.config import ClassifierRun, ConfigError, EvalCfg, load_params
 from ganlab.data.celeba import pack_celeba
 from ganlab.evaluate import evaluate_variant, final_losses, inception_features, mnist_metrics
-from ganlab.metrics import (class_coverage, class_kl, fid, frechet_distance, kid, knn_distance, nn_memorization,
-                            precision_recall)
+from ganlab.metrics import (class_coverage, class_kl, class_shares, confidence_threshold, fid, frechet_distance, kid,
+                            knn_distance, nn_memorization, precision_recall)
 from ganlab.sample import draw, interpolation_latents, seed_arithmetic
 from ganlab.theory import ideal_losses, xy_game, xy_radius_growth
 from ganlab.train import RunPaths, build_gan, fit, generate
@@ -94,6 +94,14 @@ def test_class_histogram_detectors():
     assert class_coverage(np.full(10, 0.1), 0.02) == 10 and class_kl(np.full(10, 0.1)) == pytest.approx(0.0)
     one = np.eye(10)[3]
     assert class_coverage(one, 0.02) == 1 and class_kl(one) == pytest.approx(math.log(10))
+    empty = class_shares(torch.zeros(0, dtype=torch.long), 10)  # every sample unrecognisable
+    assert empty.tolist() == [0.0] * 10 and class_coverage(empty, 0.02) == 0 and class_kl(empty) is None
+
+
+def test_confidence_threshold_keeps_the_asked_share_of_real_digits():
+    conf = torch.linspace(0, 1, 1001)[torch.randperm(1001, generator=torch.Generator().manual_seed(0))]
+    assert confidence_threshold(conf, 0.99) == pytest.approx(0.01, abs=1e-9)
+    assert (conf >= confidence_threshold(conf, 0.9)).float().mean() == pytest.approx(0.9, abs=2e-3)
 
 
 # --------------------------------------------------------------------------------------------------- the evaluator
@@ -119,6 +127,14 @@ def test_collapsed_generator_covers_one_digit_and_real_images_ten(digits):
     assert m["class_coverage"] == 1 and m["class_kl"] == pytest.approx(math.log(10))
     real = mnist_metrics(test[:500], None, test[500:], train, evaluator, cfg)
     assert real["class_coverage"] == 10 and real["class_kl"] < 0.05
+    # Unsure readings: about 1 % of held-out real digits (the threshold keeps 99 % of the other 500), several times
+    # more of two digits laid over each other, which the classifier cannot read as one; neither enters the histogram.
+    assert 0.0 <= real["unrecognisable_share"] <= 0.04
+    blends = ((test[:250].int() + test[250:500].flip(0).int()) // 2).to(torch.uint8)
+    blended = mnist_metrics(blends.repeat(2, 1, 1, 1), None, test[500:], train, evaluator, cfg)
+    assert blended["unrecognisable_share"] > max(0.1, 4 * real["unrecognisable_share"])  # 17 % in one run
+    assert sum(blended["class_shares"]) == pytest.approx(1.0) and blended["largest_class_share"] > 0.1
+    assert blended["class_shares"] != blended["class_shares_all_samples"]
     assert real["fid_mnist"] < m["fid_mnist"] / 10 and real["precision"] > 0.5 and real["recall"] > 0.5
     assert 0.25 < real["nn_memorization"] < 0.75  # held-out digits are not copies of the training ones
 

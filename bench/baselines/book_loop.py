@@ -1,4 +1,5 @@
-"""The book's MNIST GAN training loop, written the way *Make Your First GAN With PyTorch* writes it (notebook 08).
+"""The book's MNIST GAN training loops, written the way *Make Your First GAN With PyTorch* writes them (notebook 08,
+and notebook 16's conditional GAN).
 
 A faithful baseline, not ganlab code: each network owns its loss and optimiser and a `train()` that does one
 optimiser step for one sample; the loop walks a pandas-backed Dataset item by item, steps D on the real image,
@@ -10,6 +11,7 @@ weights as this loop).
 
 from __future__ import annotations
 
+import random
 from typing import Callable
 
 import pandas
@@ -123,5 +125,73 @@ def train_gan(D: Discriminator, G: Generator, dataset: MnistDataset, epochs: int
             D.train(image_data_tensor, one)  # the book: torch.FloatTensor([1.0]), on the default device
             D.train(G.forward(seed_fn(100)).detach(), zero)
             G.train(D, seed_fn(100), one)
+            seen += 1
+    return seen
+
+
+class ConditionalDiscriminator(Discriminator):
+    """Notebook 16's D: the image and the one-hot label, concatenated, into Linear(794, 200)."""
+
+    def __init__(self, lr: float = 0.0001):
+        super().__init__(lr, model=nn.Sequential(nn.Linear(784 + 10, 200), nn.LeakyReLU(0.02), nn.LayerNorm(200),
+                                                 nn.Linear(200, 1)))  # + the Sigmoid Discriminator appends
+
+    def forward(self, image_tensor, label_tensor):
+        return self.model(torch.cat((image_tensor, label_tensor)))
+
+    def train(self, inputs, label_tensor, targets):  # noqa: the book shadows nn.Module.train
+        outputs = self.forward(inputs, label_tensor)
+        loss = self.loss_function(outputs, targets)
+        self.counter += 1
+        if self.counter % 10 == 0:
+            self.progress.append(loss.item())
+        self.optimiser.zero_grad()
+        loss.backward()
+        self.optimiser.step()
+
+
+class ConditionalGenerator(Generator):
+    """Notebook 16's G: the seed and the one-hot label, concatenated, into Linear(110, 200)."""
+
+    def __init__(self, lr: float = 0.0001):
+        super().__init__(lr, model=nn.Sequential(nn.Linear(100 + 10, 200), nn.LeakyReLU(0.02), nn.LayerNorm(200),
+                                                 nn.Linear(200, 784), nn.Sigmoid()))
+
+    def forward(self, seed_tensor, label_tensor):
+        return self.model(torch.cat((seed_tensor, label_tensor)))
+
+    def train(self, D, inputs, label_tensor, targets):  # noqa: the book shadows nn.Module.train
+        g_output = self.forward(inputs, label_tensor)
+        d_output = D.forward(g_output, label_tensor)
+        loss = D.loss_function(d_output, targets)
+        self.counter += 1
+        if self.counter % 10 == 0:
+            self.progress.append(loss.item())
+        self.optimiser.zero_grad()
+        loss.backward()
+        self.optimiser.step()
+
+
+def generate_random_one_hot(size: int, device: torch.device | None = None) -> torch.Tensor:
+    label_tensor = torch.zeros((size), device=device)
+    label_tensor[random.randint(0, size - 1)] = 1.0
+    return label_tensor
+
+
+def train_cgan(D: ConditionalDiscriminator, G: ConditionalGenerator, dataset, epochs: int = 1,
+               limit: int | None = None, seed_fn: Callable[[int], torch.Tensor] = generate_random_seed) -> int:
+    """Notebook 16's loop: the real image with its label, a fake of a random label, G on another random label."""
+    device = next(D.parameters()).device
+    one, zero = torch.tensor([1.0], device=device), torch.tensor([0.0], device=device)
+    seen = 0
+    for _ in range(epochs):
+        for label, image_data_tensor, label_tensor in dataset:
+            if limit is not None and seen >= limit:
+                return seen
+            D.train(image_data_tensor, label_tensor, one)
+            random_label = generate_random_one_hot(10, device)
+            D.train(G.forward(seed_fn(100), random_label).detach(), random_label, zero)
+            random_label = generate_random_one_hot(10, device)
+            G.train(D, seed_fn(100), random_label, one)
             seen += 1
     return seen

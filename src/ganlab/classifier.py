@@ -92,15 +92,19 @@ def fit_classifier(run: ClassifierRun, x: Tensor, y: Tensor, generator: torch.Ge
 
 
 @torch.no_grad()
-def predict(net: Classifier, x: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
-    """Penultimate features (N, F) and predicted classes (N,) of images in [0, 1], in eval mode, batched."""
+def predict(net: Classifier, x: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor, Tensor]:
+    """Penultimate features (N, F), predicted classes (N,) and the confidence (N,) of images in [0, 1], in eval
+    mode, batched. The confidence is the predicted class's softmax probability: low when no digit fits, or two
+    fit alike."""
     net.eval()
-    feats, preds = [], []
+    feats, preds, confs = [], [], []
     for chunk in x.split(batch_size):
         f = net.features(chunk)
         feats.append(f)
-        preds.append(net.head(f).argmax(dim=1))
-    return torch.cat(feats), torch.cat(preds)
+        conf, pred = net.head(f).softmax(dim=1).max(dim=1)
+        preds.append(pred)
+        confs.append(conf)
+    return torch.cat(feats), torch.cat(preds), torch.cat(confs)
 
 
 def accuracy(net: Classifier, x: Tensor, y: Tensor) -> float:
@@ -158,10 +162,11 @@ def load_classifier(path: Path, device: torch.device) -> Classifier:
 
 @dataclass
 class Evaluator:
-    """The MNIST evaluator: penultimate features and predicted digits of uint8 (N, 1, 28, 28) images."""
+    """The MNIST evaluator: penultimate features, predicted digits and their confidence, of uint8 (N, 1, 28, 28)
+    images."""
 
     net: Classifier
     batch_size: int = 1000
 
-    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return predict(self.net, images.float() / 255.0, self.batch_size)

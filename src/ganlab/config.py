@@ -273,6 +273,13 @@ class TrainCfg(Strict):
     fused: bool = False  # the optimisers' fused kernels (torch.optim fused=True): one launch for all parameters
     compile: bool = False  # torch.compile G's and D's forward passes (inductor; the first steps compile)
     cuda_graph: bool = False  # capture the whole iteration in CUDA graphs and replay it: one launch per step
+    # How a step is computed. auto: the hand-written step of ganlab.mlp_steps where it applies (fully connected G
+    # and D, split D update, fresh G batch, bce or mse; the same weights, bitwise on CPU) and autograd elsewhere.
+    engine: Literal["auto", "autograd", "manual"] = "auto"
+    threads: Optional[PosInt] = None  # CPU threads while training; null: 1 at batch 1 (faster, bench/README.md)
+    # Data-parallel: this many processes under torchrun (ganlab.distributed), each on 1/nproc of every batch; the
+    # same weights as one process (batched variants only; gloo on CPU, NCCL with one GPU per process)
+    nproc: PosInt = 1
 
 
 class Variant(Strict):
@@ -367,6 +374,7 @@ class EvalCfg(Strict):
     batch_size: PosInt = 500  # generation and feature batches
     chunk: PosInt = 2048  # rows per block of a distance matrix
     coverage_min_share: Fraction = 0.02  # a digit is covered when it gets at least this share of the samples
+    real_keep: Fraction = 0.99  # unrecognisable: a sample the evaluator is less sure of than of this share of reals
     knn_k: PosInt = 3  # precision/recall neighbourhoods (Kynkaanniemi et al. 2019 use k = 3)
     kid_subsets: PosInt = 100
     kid_subset_size: PosInt = 1000

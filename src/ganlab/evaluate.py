@@ -4,8 +4,10 @@ Every variant: its final D terms and G loss beside the ideal equilibrium of its 
 - pattern_1010: the generated pattern and its mean absolute error from 1, 0, 1, 0;
 - gaussian_2d: the error of the generated mean and covariance from d2l's b and AᵀA (and their Fréchet distance);
 - MNIST: in the evaluator classifier's feature space (models/classifier/cnn.pt), `eval.n_samples` samples against
-  the test images: FID, KID, precision/recall, class coverage and KL from uniform, the conditional accuracy, and
-  nearest-neighbour memorisation in pixel space;
+  the test images (digits the variant never trained on; flagged in `real_digits_held_out` otherwise): FID, KID,
+  precision/recall, the share of unrecognisable samples (the classifier less sure of them than of
+  `eval.real_keep` of the real digits), class coverage, largest class share and KL from uniform of the rest, the
+  conditional accuracy, and nearest-neighbour memorisation in pixel space;
 - CelebA: what needs no Inception network: per-channel pixel mean/std distances, `fid_pixels16` (the Fréchet
   distance of 16×16 downsampled pixel vectors), memorisation at 32×32; Inception FID/KID only when the optional
   torch-fidelity and its weights are present locally, else null with the reason.
@@ -30,8 +32,8 @@ from ganlab.data.load import TOY, Dataset, load_dataset, resize
 from ganlab.data.toy import GAUSS_A, GAUSS_B
 from ganlab.io import read_json, read_table
 from ganlab.losses import get_loss
-from ganlab.metrics import (class_coverage, class_kl, class_shares, fid, frechet_distance, kid, mean_cov,
-                            nn_memorization, precision_recall)
+from ganlab.metrics import (class_coverage, class_kl, class_shares, confidence_threshold, fid, frechet_distance,
+                            kid, mean_cov, nn_memorization, precision_recall)
 from ganlab.sampling import MNIST_SIZE, data_shape, load_trained, sample_batches, to_uint8
 from ganlab.sources import PATTERN
 from ganlab.train import GAN, LOG_COLUMNS, resolve_device
@@ -92,17 +94,23 @@ def mnist_metrics(fake: Tensor, asked: Optional[Tensor], real: Tensor, train: Te
                   ecfg: EvalCfg) -> dict[str, Any]:
     """fake, real (test) and train: uint8 (N, 1, 28, 28)."""
     g = torch.Generator().manual_seed(ecfg.seed)
-    f_fake, p_fake = evaluator(fake)
-    f_real, _ = evaluator(real)
+    f_fake, p_fake, c_fake = evaluator(fake)
+    f_real, _, c_real = evaluator(real)
     kid_mean, kid_std = kid(f_fake, f_real, ecfg.kid_subsets, ecfg.kid_subset_size, g)
     precision, recall = precision_recall(f_real, f_fake, ecfg.knn_k, ecfg.chunk)
-    shares = class_shares(p_fake, N_CLASSES)
-    memo, threshold = nn_memorization(pixels(fake), pixels(train), ecfg.n_samples, g, ecfg.chunk)
+    # Samples the classifier is less sure of than it is of all but (1 - real_keep) of the real digits are counted
+    # apart, as unrecognisable; the class histogram is that of the rest (blobs forced into a class would skew it).
+    threshold = confidence_threshold(c_real, ecfg.real_keep)
+    sure = (c_fake >= threshold).cpu()
+    shares, shares_all = class_shares(p_fake.cpu()[sure], N_CLASSES), class_shares(p_fake, N_CLASSES)
+    memo, nn_threshold = nn_memorization(pixels(fake), pixels(train), ecfg.n_samples, g, ecfg.chunk)
     out = {"fid_mnist": fid(f_fake, f_real), "kid_mnist": kid_mean, "kid_mnist_std": kid_std,
            "precision": precision, "recall": recall,
+           "unrecognisable_share": round(1 - float(sure.float().mean()), 4), "confidence_threshold": threshold,
            "class_coverage": class_coverage(shares, ecfg.coverage_min_share), "class_kl": class_kl(shares),
-           "class_shares": [round(float(s), 4) for s in shares],
-           "nn_memorization": memo, "nn_threshold": threshold}
+           "class_shares": [round(float(s), 4) for s in shares], "largest_class_share": round(float(shares.max()), 4),
+           "class_shares_all_samples": [round(float(s), 4) for s in shares_all],
+           "nn_memorization": memo, "nn_threshold": nn_threshold}
     if asked is not None:
         out["cgan_accuracy"] = float((p_fake.cpu() == asked).float().mean())
     return out
@@ -113,8 +121,8 @@ def real_reference(train: Tensor, real: Tensor, evaluator: Evaluator, ecfg: Eval
     would score with this many samples (the floor the report's chart draws), `<metric>_real`."""
     g = torch.Generator().manual_seed(ecfg.seed)
     pick = train[torch.randperm(len(train), generator=g)[:ecfg.n_samples].to(train.device)]
-    f_pick, _ = evaluator(pick)
-    f_real, _ = evaluator(real)
+    f_pick = evaluator(pick)[0]
+    f_real = evaluator(real)[0]
     return {"fid_mnist_real": fid(f_pick, f_real),
             "kid_mnist_real": kid(f_pick, f_real, ecfg.kid_subsets, ecfg.kid_subset_size, g)[0]}
 
@@ -228,6 +236,11 @@ def evaluate_variant(params: Params, name: str, root: Path, data_dir: Path) -> d
     elif cfg.data.dataset == "mnist":
         fake, asked = mnist_samples(gan, data, ecfg)
         real = load_dataset(VariantData(dataset="mnist", split="test"), data_dir, torch.device("cpu")).x
+        out["real_digits_held_out"] = cfg.data.split == "train"
+        if not out["real_digits_held_out"]:
+            print(f"evaluate@{name}: warning: data.split is {cfg.data.split!r}, so the test digits the samples are "
+                  f"scored against were in its training set (FID, precision and recall flatter it); set "
+                  f"data.split: train to score it on digits it never saw", file=sys.stderr)
         evaluator = Evaluator(load_classifier(root / "models" / "classifier" / "cnn.pt", device), ecfg.batch_size)
         out.update(mnist_metrics(fake.to(device), asked, real.to(device), data.x.to(device), evaluator, ecfg))
         out.update(real_reference(data.x.to(device), real.to(device), evaluator, ecfg))

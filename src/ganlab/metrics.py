@@ -131,9 +131,15 @@ def nn_memorization(fake: Tensor, train: Tensor, n_ref: int, generator: torch.Ge
 
 # --------------------------------------------------------------------------------------------------- classes
 def class_shares(pred: Tensor, n_classes: int) -> np.ndarray:
-    """The predicted class histogram (n_classes,) as shares summing to 1."""
+    """The predicted class histogram (n_classes,) as shares summing to 1 (all zero when pred is empty)."""
     counts = torch.bincount(pred.flatten().cpu(), minlength=n_classes).double()
-    return (counts / counts.sum()).numpy()
+    return (counts / counts.sum().clamp(min=1)).numpy()
+
+
+def confidence_threshold(real_confidence: Tensor, keep: float) -> float:
+    """The classifier confidence that a share `keep` of real digits reaches (its 1 − keep quantile): below it, a
+    sample is one the classifier would not call a digit if it were real ("unrecognisable")."""
+    return float(torch.quantile(real_confidence.detach().double().cpu(), 1 - keep))
 
 
 def class_coverage(shares: np.ndarray, min_share: float) -> int:
@@ -141,7 +147,10 @@ def class_coverage(shares: np.ndarray, min_share: float) -> int:
     return int((shares >= min_share).sum())
 
 
-def class_kl(shares: np.ndarray) -> float:
-    """KL(histogram || uniform) = ln K − H(histogram): 0 for balanced classes, ln K for one class only."""
+def class_kl(shares: np.ndarray) -> Optional[float]:
+    """KL(histogram || uniform) = ln K − H(histogram): 0 for balanced classes, ln K for one class only; None for
+    an empty histogram."""
+    if not shares.any():
+        return None
     p = shares[shares > 0]
     return float((p * np.log(p * len(shares))).sum())

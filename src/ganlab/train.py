@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ganlab import mlp_steps
 from ganlab.checkpoint import Progress, announce, resume
 from ganlab.checkpoint import save as save_checkpoint
 from ganlab.config import ConfigError, TrainCfg, Variant
@@ -393,6 +394,38 @@ def restored(gan: GAN, log: Logger) -> Iterator[None]:
     log.reset()
 
 
+def step_runner(gan: GAN, data: Dataset, log: Logger) -> "Steps | mlp_steps.MlpSteps":
+    """The way to run steps the config asks for: captured CUDA graphs, the hand-written MLP step (`engine: auto`
+    where it applies, or `manual`), or autograd."""
+    t = gan.cfg.train
+    if t.cuda_graph:
+        return GraphedSteps(gan, data, log)
+    if t.engine != "autograd" and not mlp_steps.supported(gan.cfg):
+        return mlp_steps.MlpSteps(gan, data, log)
+    return Steps(gan, data, log)
+
+
+def training_threads(t: TrainCfg, device: torch.device) -> Optional[int]:
+    """`train.threads`, or 1 for batch-1 training on a CPU: each op is microseconds of work, and a second
+    thread only adds synchronisation (bench/README.md: faster when idle, several times faster when the cores are
+    shared); None leaves torch's default."""
+    if t.threads is not None:
+        return t.threads
+    return 1 if device.type == "cpu" and t.batch_size == 1 else None
+
+
+@contextmanager
+def cpu_threads(n: Optional[int]) -> Iterator[None]:
+    """torch's intra-op thread count set to n (None: unchanged) for the block."""
+    saved = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def plan(cfg: Variant, n: int) -> tuple[int, int]:
     """(steps per epoch, total steps)."""
     b = cfg.train.batch_size
@@ -404,7 +437,7 @@ def plan(cfg: Variant, n: int) -> tuple[int, int]:
 
 
 def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps, per_epoch: int, total: int,
-              ckpt: Path, tracker: Tracker, bar: tqdm) -> None:
+              ckpt: Optional[Path], tracker: Tracker, bar: tqdm) -> None:
     t, b = gan.cfg.train, gan.cfg.train.batch_size
     if prog.perm is None:  # a fresh epoch; a resumed one keeps the order it started with
         n = len(data)
@@ -424,29 +457,36 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps
                 tracker.log_rows([row])
                 bar.set_postfix(D=f"{row['d_loss']:.3f}", G=f"{row['g_loss']:.3f}",
                                 Dx=f"{row['d_x']:.2f}", DGz=f"{row['d_gz']:.2f}", refresh=False)
-        if checkpoint:
+        if checkpoint and ckpt is not None:  # None: a data-parallel rank other than 0
             save_checkpoint(ckpt, gan, prog)
 
 
 def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
-        overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        overrides: Optional[dict[str, Any]] = None, par: Any = None) -> dict[str, Any]:
     """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics.
     train.json also records the effective config and the global `overrides` that shaped it ({key: value}).
+    `par`: this process's ganlab.distributed.Parallel in a data-parallel run (train.nproc > 1), else None.
 
     The order makes every kill recoverable: the checkpoint is marked complete (with the summary) before any
     output is written or the MLflow run is finished, so a run killed after its last step finishes from there."""
-    device = resolve_device(cfg.train.device)
+    device = par.device if par else resolve_device(cfg.train.device)
     if cfg.train.cuda_graph and device.type != "cuda":
         raise ConfigError(f"train.cuda_graph is true but training runs on {device}: CUDA graphs need a CUDA "
                           f"device; set train.cuda_graph: false (or run where a GPU is)")
+    if cfg.train.engine == "manual" and (why := mlp_steps.supported(cfg)):
+        raise ConfigError(f"train.engine is 'manual' but the hand-written step cannot run this variant: {why}; "
+                          f"set train.engine: auto")
     set_backends(cfg.train)
     data = load_dataset(cfg.data, paths.data_dir, device)
     per_epoch, total = plan(cfg, len(data))
     gan = build_gan(cfg, data.shape, device)
+    if par:
+        par.wrap(gan)
     ckpt = paths.checkpoints / "last.pt"
     prog = resume(ckpt, gan) or Progress()
     announce(name, prog, total, ckpt)
     fixed_z, fixed_y = fixed_latent(gan)
+    writer = par is None or par.rank == 0  # only rank 0 writes outputs (and its tracker alone logs)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prog.run_id = tracker.start(cfg, prog.run_id)
@@ -456,35 +496,42 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
         tracker.log_rows(prog.rows)
     try:
         if not prog.complete:
-            train_steps(gan, data, prog, per_epoch, total, ckpt, tracker, name, fixed_z, fixed_y)
+            train_steps(gan, data, prog, per_epoch, total, ckpt if writer else None, tracker, name, fixed_z,
+                        fixed_y, par)
             prog.complete, prog.metrics = True, summary(cfg, name, prog, device, len(data), per_epoch)
             prog.metrics.update(config=cfg.model_dump(mode="json"), overrides=overrides or {})
-            save_checkpoint(ckpt, gan, prog)
+            if writer:
+                save_checkpoint(ckpt, gan, prog)
         prog.metrics["run_id"] = prog.run_id  # a finishing run's MLflow run may be new (the store lost the old one)
-        write_outputs(gan, data, prog, prog.metrics, paths)
+        if writer:
+            write_outputs(gan, data, prog, prog.metrics, paths)
         tracker.log_outputs(paths, cfg, data.shape)
     except BaseException as exc:
         tracker.end({}, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     tracker.end(prog.metrics, "FINISHED")
     prog.finished = True
-    save_checkpoint(ckpt, gan, prog)
+    if writer:
+        save_checkpoint(ckpt, gan, prog)
     return prog.metrics
 
 
-def train_steps(gan: GAN, data: Dataset, prog: Progress, per_epoch: int, total: int, ckpt: Path, tracker: Tracker,
-                name: str, fixed_z: Tensor, fixed_y: Optional[Tensor]) -> None:
-    """The loop from `prog` to the last step; `prog.wall_s` adds this segment's time to the earlier ones'."""
-    cfg = gan.cfg
-    log = Logger(name, gan.rng.device)
+def train_steps(gan: GAN, data: Dataset, prog: Progress, per_epoch: int, total: int, ckpt: Optional[Path],
+                tracker: Tracker, name: str, fixed_z: Tensor, fixed_y: Optional[Tensor], par: Any = None) -> None:
+    """The loop from `prog` to the last step; `prog.wall_s` adds this segment's time to the earlier ones'.
+    `ckpt` None: a data-parallel rank other than 0, which writes no checkpoint."""
+    cfg, device = gan.cfg, gan.rng.device
+    log = (par.logger if par else Logger)(name, device)
     prog.start_clock()
-    steps = (GraphedSteps if cfg.train.cuda_graph else Steps)(gan, data, log)  # capture fails the run too
-    while prog.step < total:
-        with tqdm(total=min(per_epoch, total - prog.epoch * per_epoch), initial=prog.step - prog.epoch * per_epoch,
-                  desc=f"{name} epoch {prog.epoch + 1}/{cfg.train.epochs}", file=sys.stderr,
-                  mininterval=1.0, dynamic_ncols=True) as bar:
-            run_epoch(gan, data, prog, log, steps, per_epoch, total, ckpt, tracker, bar)
-        end_epoch(gan, data, prog, fixed_z, fixed_y, tracker)
+    steps = par.steps(gan, data, log) if par else step_runner(gan, data, log)  # capture fails the run too
+    with cpu_threads(training_threads(cfg.train, device)):
+        while prog.step < total:
+            with tqdm(total=min(per_epoch, total - prog.epoch * per_epoch),
+                      initial=prog.step - prog.epoch * per_epoch,
+                      desc=f"{name} epoch {prog.epoch + 1}/{cfg.train.epochs}", file=sys.stderr,
+                      mininterval=1.0, dynamic_ncols=True) as bar:
+                run_epoch(gan, data, prog, log, steps, per_epoch, total, ckpt, tracker, bar)
+            end_epoch(gan, data, prog, fixed_z, fixed_y, tracker)
     prog.stop_clock()
 
 

@@ -55,10 +55,10 @@ class Dataset:
         return x.clamp(0.0, 1.0)
 
     def batch(self, idx: Tensor, channels_last: bool = False) -> tuple[Tensor, Optional[Tensor]]:
-        x = self.scale(self.x[idx])
+        x = self.scale(self.x.index_select(0, idx))  # x[idx], without advanced indexing's set-up
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, None if self.y is None else self.y[idx]
+        return x, None if self.y is None else self.y.index_select(0, idx)
 
 
 def _read(cfg: VariantData, path: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:

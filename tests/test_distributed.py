@@ -1,0 +1,87 @@
+"""Data-parallel training on CPU: 2 processes under torchrun (gloo) match one process at the same global batch."""
+
+import json
+
+import pandas
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from ganlab.config import load_params
+from ganlab.train import RunPaths, fit
+from helpers import REPO, run, write_mnist_h5, write_params
+
+
+def setup(tmp_path, variant, nproc, **train):
+    root = tmp_path / f"{variant}-{nproc}"
+    write_mnist_h5(root / "data" / "processed" / "mnist.h5", n_train=256)
+
+    def edit(p):
+        p["variants"][variant]["train"].update(train, nproc=nproc)
+    write_params(root / "params.yaml", edit)
+    return root
+
+
+def train(tmp_path, variant, nproc, check=True, **train):
+    """stages/train.py as `dvc repro` runs it, in a folder of its own; the process's result and that folder."""
+    root = setup(tmp_path, variant, nproc, **train)
+    proc = run(["python", str(REPO / "stages" / "train.py"), variant, "--params", "params.yaml"], root, check=check)
+    return proc, root
+
+
+def train_here(tmp_path, variant, **train):
+    """The reference: one process, in this one (no MLflow)."""
+    root = setup(tmp_path, variant, 1, **train)
+    fit(load_params(root / "params.yaml").variant(variant), variant,
+        RunPaths.for_variant(variant, root, root / "data" / "processed"))
+    return root
+
+
+def max_diff(one, two, variant):
+    worst = 0.0
+    for net in ("generator.pt", "discriminator.pt"):
+        a, b = (torch.load(r / "models" / variant / net) for r in (one, two))
+        assert a.keys() == b.keys()
+        worst = max([worst] + [(a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point()])
+    return worst
+
+
+LOSSES = ["d_loss", "d_real", "d_fake", "d_gp", "g_loss", "d_x", "d_gz"]
+
+
+@pytest.mark.parametrize("variant", ["mnist_vanilla", "mnist_wgan_gp"])
+def test_two_processes_match_one(tmp_path, variant):
+    """mnist_vanilla (MLPs) and mnist_wgan_gp (BatchNorm in G, the gradient penalty, 2 critic steps): 2 gloo
+    processes, each on half of every batch of 16, give one process's weights on the whole batch.
+
+    SGD at the variants' learning rates: its update is linear in the gradient, so the weights agree to rounding.
+    (Adam divides each gradient by its own norm: a gradient that is zero up to rounding, summed in another order
+    over 8 rows instead of 16, takes a full step of either sign, so under Adam weights agree only to about lr,
+    as two single-process runs with different reduction orders would.)"""
+    steps = dict(batch_size=16, max_steps=6, log_every=2, checkpoint_every=4, n_critic=2, optimizer="sgd")
+    one = train_here(tmp_path, variant, **steps)
+    proc, two = train(tmp_path, variant, 2, **steps)
+    assert "torch.distributed.run" in proc.stderr and "--nproc-per-node=2" in proc.stderr
+    assert max_diff(one, two, variant) < 1e-6
+    # the logged losses are the whole batch's (averaged over the shards), logged once, by rank 0
+    la, lb = (pandas.read_csv(r / "plots" / variant / "losses.csv") for r in (one, two))
+    assert list(la["step"]) == list(lb["step"]) == [2, 4, 6]
+    assert (la[LOSSES] - lb[LOSSES]).abs().max().max() < 1e-5
+    client = MlflowClient(f"sqlite:///{two / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ganlab").experiment_id])
+    assert len(runs) == 1 and runs[0].data.params["train.nproc"] == "2"
+    assert runs[0].data.metrics["train/d_loss"] == pytest.approx(lb["d_loss"].iloc[-1], rel=1e-5)
+    assert json.loads((two / "metrics" / variant / "train.json").read_text())["steps"] == 6
+    last = torch.load(two / "checkpoints" / variant / "last.pt", weights_only=False)
+    assert last["progress"]["complete"] and last["progress"]["step"] == 6
+
+
+
+def test_batch_one_variants_refuse(tmp_path):
+    proc, root = train(tmp_path, "mnist_mlp", 2, check=False, max_steps=2)
+    assert proc.returncode == 1
+    assert "variants.mnist_mlp.train.nproc = 2" in proc.stderr and "batches of 1" in proc.stderr
+    assert "set train.nproc: 1" in proc.stderr
+    assert "torch.distributed.run" not in proc.stderr and not (root / "models").exists()
+    proc, _ = train(tmp_path, "mnist_vanilla", 3, check=False, batch_size=16, max_steps=2)
+    assert proc.returncode == 1 and "batch_size 16 does not split into 3" in proc.stderr
