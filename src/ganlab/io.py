@@ -60,7 +60,7 @@ def rebuild_command(path: Path) -> str:
 
 # --------------------------------------------------------------------------------------------------- writing
 def alive(pid: int) -> bool:
-    """Whether a process with this id exists on this machine."""
+    """Whether a process with this id runs on this machine (a zombie, a child that exited unreaped, is gone)."""
     if pid <= 0:
         return False
     try:
@@ -69,7 +69,10 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): kill(pid, 0) succeeded, so it exists
 
 
 def temp_path(dest: Path) -> Path:

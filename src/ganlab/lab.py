@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ganlab.io import alive
+
 PG_USER = "ganlab"  # the database role MLflow connects as
 ADMIN_USER = "admin"  # MLflow's admin (basic auth)
 SECRET_KEYS = ("GANLAB_LAB_PG_PASSWORD", "GANLAB_LAB_S3_ACCESS_KEY", "GANLAB_LAB_S3_SECRET_KEY",
@@ -191,20 +193,6 @@ def port_free(host: str, port: int) -> bool:
             return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (our own child that exited) counts as gone
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _wait(what: str, ready, log: Path, proc: Optional[subprocess.Popen] = None,
           timeout: float = START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
@@ -311,7 +299,7 @@ class Daemon:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             return None
-        return pid if self.marker in cmdline and _alive(pid) else None
+        return pid if self.marker in cmdline and alive(pid) else None
 
     def spawn(self, cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
@@ -327,9 +315,9 @@ class Daemon:
         if pid is not None:
             os.killpg(pid, signal.SIGTERM)  # its own session: the server and its workers
             deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
+            while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(pid):
+            if alive(pid):
                 os.killpg(pid, signal.SIGKILL)
         self.pidfile.unlink(missing_ok=True)
 
