@@ -3,9 +3,6 @@ resumes: test_reliability.py)."""
 
 import json
 import math
-import os
-import runpy
-import signal
 import sys
 
 import pandas
@@ -22,7 +19,7 @@ from ganlab.data.load import load_dataset
 from ganlab.data.toy import make_toy
 from ganlab.mlp_steps import MlpSteps
 from ganlab.train import GAN, GraphedSteps, Logger, RunPaths, Steps, build_gan, fit, fixed_latent, generate
-from helpers import REPO, mnist_digits, run, write_mnist_h5, write_params
+from helpers import REPO, mnist_digits, run, stage_in_process, write_mnist_h5, write_params
 
 sys.path.insert(0, str(REPO / "bench"))
 from baselines import book_loop  # noqa: E402
@@ -126,23 +123,11 @@ def train_stage(tmp_path_factory):
     """stages/train.py's main, run in this process (the stage's code as it is, without a Python start per variant)
     against one MLflow store for the module: {"store": path, "main": callable(argv, cwd) -> exit code}."""
     store = tmp_path_factory.mktemp("mlruns")
-    main = runpy.run_path(str(REPO / "stages/train.py"))["main"]
 
     def call(argv, cwd):
-        saved = os.getcwd(), sys.argv, signal.getsignal(signal.SIGTERM), os.environ.get("MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
-        os.chdir(cwd)
-        sys.argv = ["stages/train.py", *argv]
-        try:
-            return main()
-        finally:
-            os.chdir(saved[0])
-            sys.argv = saved[1]
-            signal.signal(signal.SIGTERM, saved[2])
-            if saved[3] is None:
-                del os.environ["MLFLOW_TRACKING_URI"]
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = saved[3]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+            return stage_in_process("train.py", argv, cwd)
     return {"store": store, "main": call}
 
 
