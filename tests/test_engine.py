@@ -259,6 +259,25 @@ def test_speed_setting_keeps_the_maths(data_dir, setting):
     assert_close([r["d_loss"] for r in fast_rows], [r["d_loss"] for r in plain_rows], rtol=1e-4, atol=1e-5)
 
 
+def test_fp64_runs_in_float64_from_the_fp32_weights(data_dir, tmp_path):
+    """`precision: fp64` starts from the fp32 run's initial weights (cast), trains in float64 (weights, data,
+    noise), stays within float32 rounding of the fp32 run over a few SGD steps, and leaves torch's default
+    dtype as it found it."""
+    cfg32, cfg64 = (variant("mnist_vanilla", batch_size=8, max_steps=3, optimizer="sgd", device="cpu",
+                            precision=p) for p in ("fp32", "fp64"))
+    shape = load_dataset(cfg32.data, data_dir, CPU).shape
+    g32, g64 = (build_gan(c, shape, CPU).G.state_dict() for c in (cfg32, cfg64))
+    assert {t.dtype for t in g64.values()} == {torch.float64}
+    assert all(torch.equal(g64[k], g32[k].double()) for k in g32)
+    train(cfg64, "mnist_vanilla", tmp_path / "64", data_dir)
+    assert torch.get_default_dtype() == torch.float32
+    train(cfg32, "mnist_vanilla", tmp_path / "32", data_dir)
+    w64, w32 = weights(tmp_path / "64", "mnist_vanilla"), weights(tmp_path / "32", "mnist_vanilla")
+    assert {t.dtype for t in w64.values()} == {torch.float64}
+    worst = max((w64[k] - w32[k].double()).abs().max().item() for k in w32)
+    assert 0 < worst < 1e-5  # other rounding, the same maths
+
+
 def test_cuda_graph_without_a_gpu_is_a_clear_error(data_dir, tmp_path):
     with pytest.raises(ConfigError, match="train.cuda_graph is true but training runs on cpu"):
         train(variant("mnist_mlp", device="cpu", cuda_graph=True, max_steps=2), "mnist_mlp", tmp_path, data_dir)

@@ -138,6 +138,24 @@ def draw(gan: GAN, real_shape: tuple[int, ...], g_step: bool, rng: Optional[torc
     return Draws(z_d, y_d, eps, z_g, y_g)
 
 
+def full(t: Tensor) -> Tensor:
+    """A forward pass's output in the run's full precision (torch's default dtype: float32, or float64 under
+    `precision: fp64`), for the losses: bf16 autocast's scores are cast up."""
+    return t.to(torch.get_default_dtype())
+
+
+@contextmanager
+def run_dtype(precision: str) -> Iterator[None]:
+    """torch's default dtype for a run of `train.precision`: float64 for fp64 (data, noise, sums and optimiser
+    state then follow the weights), else float32."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64 if precision == "fp64" else torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
 def _step(opt: torch.optim.Optimizer, loss: Tensor) -> None:
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -154,19 +172,19 @@ def d_update(gan: GAN, real: Tensor, y: Optional[Tensor], r: Draws) -> tuple[Ten
     G, D, L = gan.G, gan.D, gan.loss
     split = gan.cfg.train.d_update == "split"
     with gan.autocast():
-        s_real = D(real, y).float()
+        s_real = full(D(real, y))
     d_real = L.d_real(s_real)
     if split:  # the book: D.train(real, 1) is its own optimiser step ...
         _step(gan.opt_d, d_real)
     with gan.autocast():
         fake = G(r.z_d, r.y_d)  # (B, ...) keeps its graph to G for `reuse`
-        s_fake = D(fake.detach(), r.y_d).float()
+        s_fake = full(D(fake.detach(), r.y_d))
         gp = (gan.cfg.model.gp_lambda * gradient_penalty(D, real, fake.detach(), y, r.eps)
               if L.penalty else real.new_zeros(()))
     d_fake = L.d_fake(s_fake)
     # ... and D.train(G(seed).detach(), 0) another; joint: one step on the sum (CS231n, DCGAN tutorial).
     _step(gan.opt_d, d_fake + gp if split else d_real + d_fake + gp)
-    stats = torch.stack([d_real, d_fake, gp.float(), L.link(s_real).mean(), L.link(s_fake).mean()]).detach()
+    stats = torch.stack([d_real, d_fake, full(gp), L.link(s_real).mean(), L.link(s_fake).mean()]).detach()
     return stats, fake, r.y_d
 
 
@@ -177,7 +195,7 @@ def g_update(gan: GAN, fake: Tensor, y_fake: Optional[Tensor], r: Draws) -> Tens
     with gan.autocast():
         if gan.cfg.train.g_noise == "fresh":
             fake, y_fake = gan.G(r.z_g, r.y_g), r.y_g
-        g_loss = gan.loss.g(gan.D(fake, y_fake).float())
+        g_loss = gan.loss.g(full(gan.D(fake, y_fake)))
     _step(gan.opt_g, g_loss)
     gan.D.requires_grad_(True)
     return g_loss.detach()
@@ -212,8 +230,10 @@ def set_backends(t: TrainCfg) -> None:
 
 def build_gan(cfg: Variant, data_shape: tuple[int, ...], device: torch.device) -> GAN:
     torch.manual_seed(cfg.train.seed)  # initialisation comes from the global RNG, on the CPU, on every device
-    G, D = build_models(cfg.model, data_shape)
-    G, D = G.to(device), D.to(device)
+    with run_dtype("fp32"):  # an fp64 run starts from the fp32 run's weights, cast
+        G, D = build_models(cfg.model, data_shape)
+    dtype = torch.float64 if cfg.train.precision == "fp64" else torch.float32
+    G, D = G.to(device, dtype), D.to(device, dtype)
     if cfg.train.channels_last:  # NHWC weights; batches are made NHWC in Dataset.batch
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     if cfg.train.compile:  # in place: the modules, their state_dict keys and checkpoints stay as they are
@@ -468,7 +488,15 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
     `par`: this process's ganlab.distributed.Parallel in a data-parallel run (train.nproc > 1), else None.
 
     The order makes every kill recoverable: the checkpoint is marked complete (with the summary) before any
-    output is written or the MLflow run is finished, so a run killed after its last step finishes from there."""
+    output is written or the MLflow run is finished, so a run killed after its last step finishes from there.
+    A `precision: fp64` run computes in float64 throughout (torch's default dtype for the run); its outputs load
+    into the usual float32 modules."""
+    with run_dtype(cfg.train.precision):
+        return _fit(cfg, name, paths, tracker, overrides, par)
+
+
+def _fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker, overrides: Optional[dict[str, Any]],
+         par: Any) -> dict[str, Any]:
     device = par.device if par else resolve_device(cfg.train.device)
     if cfg.train.cuda_graph and device.type != "cuda":
         raise ConfigError(f"train.cuda_graph is true but training runs on {device}: CUDA graphs need a CUDA "

@@ -36,10 +36,11 @@ class Dataset:
         return tuple(self.x.shape[1:])
 
     def scale(self, x: Tensor) -> Tensor:
-        """uint8 pixels -> float in the variant's range; toy vectors are already in their own units."""
+        """uint8 pixels -> floats (torch's default dtype: float32, or float64 in a `precision: fp64` run) in the
+        variant's range; toy vectors are already in their own units."""
         if x.dtype != torch.uint8:
-            return x
-        x = x.float()
+            return x.to(torch.get_default_dtype())
+        x = x.to(torch.get_default_dtype())
         if self.cfg.scale == "unit":
             return x / 255.0
         if self.cfg.scale == "symmetric":
