@@ -2,6 +2,7 @@
 defaults, per variant, on one device.
 
     python bench/settings.py [--device auto] [--windows 5] [--variants mnist_mlp:1 mnist_vanilla:128 ...]
+                             [--settings defaults channels_last ...]
 
 Each variant runs at the given batch size (batch 1 on the variant's own schedule, the book mode; larger batches
 on the baseline schedule of bench/run.py). Settings that need CUDA are skipped on CPU and say so. Writes
@@ -39,6 +40,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=5)
     ap.add_argument("--variants", nargs="+", default=["mnist_mlp:1", "mnist_vanilla:128", "celeba_dcgan:128"])
     ap.add_argument("--images", type=int, default=2560, help="images per timed window (batch 1: 400 at most)")
+    ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
+                    help="which settings to time ('defaults' first: the others are compared with it)")
     ap.add_argument("--out", type=Path, help="where to write the JSON (default bench/results/settings-<device>.json)")
     args = ap.parse_args()
     device = resolve_device(args.device)
@@ -50,6 +53,8 @@ def main() -> None:
         vname, batch = spec.split(":")[0], int(spec.split(":")[1])
         base = None
         for label, setting in SETTINGS.items():
+            if label not in args.settings:
+                continue
             if label in CUDA_ONLY and device.type != "cuda":
                 continue
             cfg = variant(vname, batch, baseline_schedule=batch != 1, **setting)
