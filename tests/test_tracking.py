@@ -35,6 +35,51 @@ def runs(root):
     return c.search_runs([exp.experiment_id]) if exp else []
 
 
+def _rows(steps, log_every=5):
+    return [{"step": s, "epoch": 1, "d_loss": float(s), "d_real": 1.0, "d_fake": 2.0, "d_gp": 0.0, "g_loss": -s,
+             "d_x": 0.5, "d_gz": 0.25} for s in range(log_every, steps + 1, log_every)]
+
+
+@pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
+def test_a_long_run_sends_window_means_and_resumes_to_the_same_points(tmp_path, loss):
+    """tracking.max_points 4 on 20 rows: one point per 25 steps, the mean of its 5 rows, at the step ending it;
+    d_gp only with a penalty. A run killed at step 60 and resumed (sending its checkpoint's rows again, as fit
+    does) ends with exactly the points of an uninterrupted run."""
+    from ganlab.config import load_params
+    from ganlab.tracking import MlflowTracker
+
+    cfg = load_params(REPO / "params.yaml").variant("mnist_vanilla")
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"log_every": 5}),
+                                 "model": cfg.model.model_copy(update={"loss": loss})})
+    track = TrackingCfg(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", max_points=4)
+
+    def history(run_id):
+        c = MlflowClient(track.uri)
+        keys = c.get_run(run_id).data.metrics
+        return {k: [(m.step, m.value) for m in c.get_metric_history(run_id, k)] for k in keys}
+
+    whole = MlflowTracker("whole", track, stage="test")
+    whole.start(cfg, None, total_steps=100)
+    whole.log_rows(_rows(100))
+    whole.end({"steps": 100}, "FINISHED")
+    h = history(whole.run_id)
+    assert h["train/d_loss"] == [(25, 15.0), (50, 40.0), (75, 65.0), (100, 90.0)]
+    assert h["train/g_loss"] == [(25, -15.0), (50, -40.0), (75, -65.0), (100, -90.0)]
+    assert ("train/d_gp" in h) == (loss == "wgan_gp")
+
+    killed = MlflowTracker("killed", track, stage="test")
+    killed.start(cfg, None, total_steps=100)
+    killed.log_rows(_rows(60))  # rows up to 60 (the checkpoint at 50): points at 25 and 50 sent, 55-60 pending
+    killed.flush()
+    killed.end({}, "KILLED")
+    resumed = MlflowTracker("killed", track, stage="test")
+    resumed.start(cfg, killed.run_id, total_steps=100)
+    resumed.log_rows(_rows(50))  # fit resends the checkpoint's rows, then trains on
+    resumed.log_rows(_rows(100)[10:])
+    resumed.end({"steps": 100}, "FINISHED")
+    assert history(killed.run_id) == h
+
+
 def test_a_run_holds_params_tags_metrics_and_artifacts(root, monkeypatch):
     write_params(root / "params.yaml", lambda p: p["train"].update(max_steps=30, log_every=5, device="cpu"))
     proc = run(stage(root, "mnist_cgan"), root)

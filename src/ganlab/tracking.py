@@ -135,6 +135,10 @@ class MlflowTracker(Tracker):
         self.buffer: list[Any] = []
         self.logged: dict[str, int] = {}  # metric -> the last step the store holds (a resumed run)
         self.last_flush = time.monotonic()
+        self.pending: list[dict[str, float]] = []  # the rows of MLflow's next point (see log_rows)
+        self.window = self.log_every = 1
+        self.total = 0
+        self.keys = [k for k in LOG_COLUMNS if k not in ("step", "epoch")]
 
     def _experiment_id(self) -> str:
         """The experiment, created with its kind; an existing one without the kind (a store made by an older
@@ -162,9 +166,18 @@ class MlflowTracker(Tracker):
                 **{f"override.{k}": json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
                    for k, v in self.overrides.items()}}
 
-    def start(self, cfg: Variant, resumed_run_id: Optional[str]) -> Optional[str]:
+    def start(self, cfg: Variant, resumed_run_id: Optional[str], total_steps: int = 0) -> Optional[str]:
         from mlflow.entities import Param, RunTag
 
+        from ganlab.losses import get_loss
+
+        # MLflow's series: one point per `window` steps, at most tracking.max_points per metric (see log_rows);
+        # d_gp only where there is a penalty (elsewhere it is 0 at every step)
+        log_every = cfg.train.log_every
+        self.window = log_every * max(1, math.ceil(math.ceil(total_steps / log_every) / self.cfg.max_points))
+        self.log_every, self.total = log_every, total_steps
+        self.keys = [k for k in LOG_COLUMNS if k not in ("step", "epoch")
+                     and (k != "d_gp" or get_loss(cfg.model.loss).penalty)]
         with store_lock(self.uri):
             if resumed_run_id and self._exists(resumed_run_id):
                 self.run_id = resumed_run_id  # a resumed run continues its MLflow run
@@ -210,13 +223,21 @@ class MlflowTracker(Tracker):
             return False
 
     def log_rows(self, rows: list[dict[str, float]]) -> None:
+        """The loss rows as MLflow series under `train/`. A run of up to tracking.max_points rows sends every row; a
+        longer one sends one point per window of `window` steps (a multiple of log_every): the mean of its rows, at
+        the step that ends it (or the run's last step). Windows follow the step numbers alone, so a resumed run
+        sends the points an uninterrupted one does; losses.csv keeps every row."""
         from mlflow.entities import Metric
 
         ms = int(time.time() * 1000)
         for row in rows:
             step = int(row["step"])
-            self.buffer += [Metric(TRAIN + k, float(v), ms, step) for k, v in row.items()
-                            if k not in ("step", "epoch") and np.isfinite(v)]
+            self.pending.append(row)
+            if self.window > self.log_every and step % self.window and step < self.total:
+                continue  # the window is not complete yet
+            point = {k: sum(r[k] for r in self.pending) / len(self.pending) for k in self.keys if k in row}
+            self.buffer += [Metric(TRAIN + k, float(v), ms, step) for k, v in point.items() if np.isfinite(v)]
+            self.pending = []
         if len(self.buffer) >= MAX_BATCH or time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self.flush()
 

@@ -65,7 +65,7 @@ class RunPaths:
 class Tracker:
     """What the loop tells the outside world; the default does nothing. (MLflow plugs in here.)"""
 
-    def start(self, cfg: Variant, resumed_run_id: Optional[str]) -> Optional[str]:
+    def start(self, cfg: Variant, resumed_run_id: Optional[str], total_steps: int = 0) -> Optional[str]:
         return None
 
     def log_rows(self, rows: list[dict[str, float]]) -> None: ...
@@ -517,7 +517,7 @@ def _fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker, overrides: 
     writer = par is None or par.rank == 0  # only rank 0 writes outputs (and its tracker alone logs)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    prog.run_id = tracker.start(cfg, prog.run_id)
+    prog.run_id = tracker.start(cfg, prog.run_id, total)
     if prog.step == 0:  # the untrained generator's grid: step 0 of the tracker's image slider (no DVC output)
         tracker.log_grid(0, 0, picture(data, generate(gan.G, fixed_z, fixed_y)))
     if prog.rows:  # a resumed run's rows the store may lack (the tracker skips the steps it has)
