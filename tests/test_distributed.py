@@ -73,7 +73,9 @@ def test_two_processes_match_one(tmp_path, variant, optimizer, precision):
     # the logged losses are the whole batch's (averaged over the shards), logged once, by rank 0
     la, lb = (pandas.read_csv(r / "plots" / variant / "losses.csv") for r in (one, two))
     assert list(la["step"]) == list(lb["step"]) == [2, 4, 6]
-    assert (la[LOSSES] - lb[LOSSES]).abs().max().max() < 1e-5
+    # (to float32 rounding of a batch of 8 against 16: NHWC convolutions block them differently; one shard's
+    # losses instead of the average would be off by ~1e-1)
+    assert ((la[LOSSES] - lb[LOSSES]).abs() <= 1e-4 * la[LOSSES].abs() + 1e-6).all().all()
     client = MlflowClient(f"sqlite:///{two / 'mlruns' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("ganlab").experiment_id])
     assert len(runs) == 1 and runs[0].data.params["train.nproc"] == "2"
