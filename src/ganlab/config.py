@@ -265,7 +265,7 @@ class TrainCfg(Strict):
     checkpoint_every: PosInt = 1000
     grid_size: PosInt = 64  # samples in the fixed-noise grid
     # bf16: autocast of the forward passes (CUDA, or CPU); fp64: the whole run in float64 (weights, data, noise,
-    # optimiser), for exactness checks: rounding then sits far below Adam's eps (docs/distributed.md)
+    # optimiser), for exactness checks: rounding then sits far below Adam's eps (README, data-parallel)
     precision: Literal["fp32", "bf16", "fp64"] = "fp32"
     channels_last: bool = False  # NHWC memory layout for convolutional networks (faster on tensor cores)
     # Speed features (bench/README.md has the measured gains). Off by default: the defaults are the sources' maths

@@ -219,13 +219,14 @@ class FlatNet:
 
 
 class Objective:
-    """BCE-with-logits, or the book's MSE on the sigmoid, on raw scores (B,): the value, D(x) for the log, and
-    dL/dscores, with the kernels `ganlab.losses` runs and their backward kernels."""
+    """BCE-with-logits, or the book's MSE on the sigmoid, on raw scores (B, 1) as D's last Linear gives them (the
+    same values as the autograd path's (B,)): the value, D(x) for the log, and dL/dscores (B, 1), with the kernels
+    `ganlab.losses` runs and their backward kernels."""
 
     def __init__(self, name: str, like: Tensor, n: int):
         self.mse = name == "mse"
         self.one = torch.ones((), device=like.device)
-        self.targets = {t: torch.full((n,), t, device=like.device) for t in (0.0, 1.0)}  # n: the batch size
+        self.targets = {t: torch.full((n, 1), t, device=like.device) for t in (0.0, 1.0)}  # n: the batch size
 
     def __call__(self, s: Tensor, target: float) -> tuple[Tensor, Tensor, Tensor]:
         t = self.targets[target]
@@ -295,22 +296,22 @@ class MlpSteps:
         D, G, L = self.D, self.G, self.loss
         # D's step on the real batch
         s, tape = D.forward(real.reshape(n, -1), y)
-        d_real, dx_real, grad = L(s.view(-1), 1.0)
-        D.backward(grad.view(-1, 1), tape, weights=True)
+        d_real, dx_real, grad = L(s, 1.0)
+        D.backward(grad, tape, weights=True)
         D.update()
         # G on the fake batch, then D's step on it, detached
         y2 = self.y if self.n_classes else None
         fake, _ = G.forward(self.z[fake_rows], None if y2 is None else y2[fake_rows])
         s, tape = D.forward(fake, None if y2 is None else y2[fake_rows])
-        d_fake, dx_fake, grad = L(s.view(-1), 0.0)
-        D.backward(grad.view(-1, 1), tape, weights=True)
+        d_fake, dx_fake, grad = L(s, 0.0)
+        D.backward(grad, tape, weights=True)
         D.update()
         self.log.add_d(torch.stack([d_real, d_fake, self.zero, dx_real, dx_fake]))
         if g_step:  # G's step through D on a fresh batch (D's weight gradients are not needed)
             fake, g_tape = G.forward(self.z[g_rows], None if y2 is None else y2[g_rows])
             s, tape = D.forward(fake, None if y2 is None else y2[g_rows])
-            g_loss, _, grad = L(s.view(-1), 1.0)
-            dfake = D.backward(grad.view(-1, 1), tape, weights=False)
+            g_loss, _, grad = L(s, 1.0)
+            dfake = D.backward(grad, tape, weights=False)
             G.backward(dfake, g_tape, weights=True)
             G.update()
             self.log.add_g(g_loss)
