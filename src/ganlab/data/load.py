@@ -38,9 +38,10 @@ class Dataset:
     def scale(self, x: Tensor) -> Tensor:
         """uint8 pixels -> floats (torch's default dtype: float32, or float64 in a `precision: fp64` run) in the
         variant's range; toy vectors are already in their own units."""
-        if x.dtype != torch.uint8:
-            return x.to(torch.get_default_dtype())
+        is_pixels = x.dtype == torch.uint8
         x = x.to(torch.get_default_dtype())
+        if not is_pixels:
+            return x
         if self.cfg.scale == "unit":
             return x / 255.0
         if self.cfg.scale == "symmetric":
