@@ -18,7 +18,9 @@ from ganlab.data.celeba import pack_celeba
 from ganlab.data.load import load_dataset
 from ganlab.data.toy import make_toy
 from ganlab.mlp_steps import MlpSteps
-from ganlab.train import GAN, GraphedSteps, Logger, RunPaths, Steps, build_gan, fit, fixed_latent, generate
+from ganlab.sampling import load_trained
+from ganlab.train import (GAN, GraphedSteps, Logger, RunPaths, Steps, build_gan, fit, fixed_latent, generate,
+                          run_dtype)
 from helpers import REPO, mnist_digits, run, stage_in_process, write_mnist_h5, write_params
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -266,7 +268,9 @@ def test_fp64_runs_in_float64_from_the_fp32_weights(data_dir, tmp_path):
     cfg32, cfg64 = (variant("mnist_vanilla", batch_size=8, max_steps=3, optimizer="sgd", device="cpu",
                             precision=p) for p in ("fp32", "fp64"))
     shape = load_dataset(cfg32.data, data_dir, CPU).shape
-    g32, g64 = (build_gan(c, shape, CPU).G.state_dict() for c in (cfg32, cfg64))
+    g32 = build_gan(cfg32, shape, CPU).G.state_dict()
+    with run_dtype("fp64"):  # as fit sets it for an fp64 run
+        g64 = build_gan(cfg64, shape, CPU).G.state_dict()
     assert {t.dtype for t in g64.values()} == {torch.float64}
     assert all(torch.equal(g64[k], g32[k].double()) for k in g32)
     train(cfg64, "mnist_vanilla", tmp_path / "64", data_dir)
@@ -274,6 +278,9 @@ def test_fp64_runs_in_float64_from_the_fp32_weights(data_dir, tmp_path):
     train(cfg32, "mnist_vanilla", tmp_path / "32", data_dir)
     w64, w32 = weights(tmp_path / "64", "mnist_vanilla"), weights(tmp_path / "32", "mnist_vanilla")
     assert {t.dtype for t in w64.values()} == {torch.float64}
+    # sample and evaluate rebuild the generator in float32 and load these weights into it
+    gan = load_trained(cfg64, tmp_path / "64" / "models" / "mnist_vanilla", shape, CPU)
+    assert generate(gan.G, *fixed_latent(gan)).dtype == torch.float32
     worst = max((w64[k] - w32[k].double()).abs().max().item() for k in w32)
     assert 0 < worst < 1e-5  # other rounding, the same maths
 

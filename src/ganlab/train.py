@@ -230,9 +230,9 @@ def set_backends(t: TrainCfg) -> None:
 
 def build_gan(cfg: Variant, data_shape: tuple[int, ...], device: torch.device) -> GAN:
     torch.manual_seed(cfg.train.seed)  # initialisation comes from the global RNG, on the CPU, on every device
+    dtype = torch.get_default_dtype()  # float64 inside an fp64 run's `fit`; float32 for sampling and evaluation
     with run_dtype("fp32"):  # an fp64 run starts from the fp32 run's weights, cast
         G, D = build_models(cfg.model, data_shape)
-    dtype = torch.float64 if cfg.train.precision == "fp64" else torch.float32
     G, D = G.to(device, dtype), D.to(device, dtype)
     if cfg.train.channels_last:  # NHWC weights; batches are made NHWC in Dataset.batch
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
