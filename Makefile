@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml requirements.lock
 
 # The page template `dvc plots show` fills (.dvc/config: plots.html_template), with Vega inlined: renders offline.
 PLOTS_PAGE := .dvc/plots.html
-$(PLOTS_PAGE): src/ganlab/plots_page.py $(STAMP)
-	$(BIN)/python -m ganlab.plots_page $@
+$(PLOTS_PAGE): src/ganlab/report/plots_page.py $(STAMP)
+	$(BIN)/ganlab plots-page $@
 
 setup: $(STAMP) $(PLOTS_PAGE)
 
@@ -40,21 +40,21 @@ services:
 test: setup browser services
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# A lab's shared services on this machine (README "Working as a team"): PostgreSQL, S3 (SeaweedFS), MLflow server.
+# A lab's shared services on this machine (docs/team.md): PostgreSQL, S3 (SeaweedFS), MLflow server.
 # Settings: GANLAB_LAB_* environment variables; secrets are generated into the lab folder on the first lab-up.
 lab-up: setup services
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m ganlab.lab up
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ganlab lab up
 
 lab-down: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m ganlab.lab down
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ganlab lab down
 
 lab-status: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m ganlab.lab status
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ganlab lab status
 
 # Browse every run: the MLflow UI on this repository's store, on http://127.0.0.1:5000; prints the link to the
 # training runs table (MLflow 3.17 opens every visitor in GenAI mode; the link's workflowType leaves it).
 ui: setup
-	@$(BIN)/python -c "from ganlab.tracking import runs_table_url; print('ganlab runs:', runs_table_url('http://127.0.0.1:5000'))"
+	@$(BIN)/python -c "from ganlab.tracking.store import runs_table_url; print('ganlab runs:', runs_table_url('http://127.0.0.1:5000'))"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 # The speed suite on this machine's GPU (or CPU): bench/results/<device>.json and a table (bench/README.md).

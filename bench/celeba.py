@@ -32,7 +32,7 @@ def one(variant: str, batch: int, precision: str, steps: int, device_name: str) 
 
     from ganlab.config import load_params
     from ganlab.data.load import resize
-    from ganlab.train import peak_memory, resolve_device
+    from ganlab.engine.settings import peak_memory, resolve_device
 
     cfg = load_params(ROOT / "params.yaml").variant(variant)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": batch, "precision": precision})})

@@ -1,5 +1,5 @@
 """The wall time of the MNIST + toy curriculum at the sources' schedules, per variant, extrapolated from timed
-partial runs of the train stage's own code (`ganlab.train.fit`, its defaults: the hand-written step and one
+partial runs of the train stage's own code (`ganlab.engine.train.fit`, its defaults: the hand-written step and one
 thread at batch 1, autograd elsewhere).
 
     python bench/curriculum.py [--seconds 20] [--data-dir data/processed] [--variants ...]
@@ -25,7 +25,8 @@ sys.path[:0] = [str(ROOT / "src")]
 
 from ganlab.config import load_params  # noqa: E402
 from ganlab.data.load import load_dataset  # noqa: E402
-from ganlab.train import RunPaths, fit, plan  # noqa: E402
+from ganlab.engine.contract import RunPaths  # noqa: E402
+from ganlab.engine.train import fit, plan  # noqa: E402
 
 VARIANTS = ["pattern_1010", "gaussian_2d", "mnist_mlp_first", "mnist_mlp", "mnist_cgan", "mnist_vanilla",
             "mnist_lsgan", "mnist_dcgan", "mnist_dcgan64", "mnist_linear", "mnist_conv", "mnist_wgan_gp"]

@@ -29,10 +29,11 @@ sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
 from harness import measure  # noqa: E402
 from helpers import mnist_digits, write_params  # noqa: E402
 
-from ganlab.classifier import fit_classifier, mnist_split, save_classifier  # noqa: E402
 from ganlab.config import load_params  # noqa: E402
-from ganlab.evaluate import evaluate_variant  # noqa: E402
-from ganlab.train import RunPaths, fit  # noqa: E402
+from ganlab.engine.contract import RunPaths  # noqa: E402
+from ganlab.engine.train import fit  # noqa: E402
+from ganlab.evaluation.classifier import fit_classifier, mnist_split, save_classifier  # noqa: E402
+from ganlab.evaluation.evaluate import evaluate_variant  # noqa: E402
 
 
 def shifted(x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

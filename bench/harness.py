@@ -56,7 +56,9 @@ def trainer(cfg, x: torch.Tensor, device: torch.device, y: Optional[torch.Tensor
     when None for a conditional variant). Returns `work(k)`: k iterations, each with D's and G's updates
     (n_critic aside: the costlier case), returning the number of real images used."""
     from ganlab.data.load import Dataset
-    from ganlab.train import Logger, build_gan, cpu_threads, set_backends, step_runner, training_threads
+    from ganlab.engine.gan import build_gan
+    from ganlab.engine.runners import Logger, step_runner
+    from ganlab.engine.settings import cpu_threads, set_backends, training_threads
 
     set_backends(cfg.train)
     if y is None and getattr(cfg.model, "n_classes", 0):

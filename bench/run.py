@@ -44,7 +44,8 @@ from harness import measure, measure_interleaved, trainer  # noqa: E402
 try:
     from ganlab.config import Variant, load_params
     from ganlab.data.load import resize
-    from ganlab.train import build_gan, cpu_threads, resolve_device, set_backends
+    from ganlab.engine.gan import build_gan
+    from ganlab.engine.settings import cpu_threads, resolve_device, set_backends
 except ModuleNotFoundError as err:
     sys.exit(f"bench: {err}. On a machine that has torch but not ganlab's dependencies, run `make bench-deps` "
              f"where ganlab is installed and bring bench/.deps along (bench/README.md)")

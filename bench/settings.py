@@ -22,10 +22,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import synthetic, variant  # noqa: E402  (first: it puts src/ and bench/.deps on the path)
 from harness import measure, trainer  # noqa: E402
+from run import synthetic, variant  # noqa: E402  (first: it puts src/ and bench/.deps on the path)
 
-from ganlab.train import resolve_device  # noqa: E402
+from ganlab.engine.settings import resolve_device  # noqa: E402
 
 SETTINGS = {"defaults": {}, "fused": {"fused": True}, "compile": {"compile": True},
             "precision: bf16": {"precision": "bf16"}, "channels_last": {"channels_last": True},

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from ganlab.config import TrackingCfg, load_params
-from ganlab.tracking import MlflowTracker
-from ganlab.train import RunPaths, Tracker, fit
+from ganlab.engine.contract import RunPaths, Tracker
+from ganlab.engine.train import fit
+from ganlab.tracking.tracker import MlflowTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
-from ganlab.evaluate import evaluate_variant, headline
+from ganlab.engine.contract import RunPaths
+from ganlab.evaluation.evaluate import evaluate_variant, headline
 from ganlab.io import BadFile, atomic_write, read_json
-from ganlab.tracking import check_training_run, log_onto_training_run
+from ganlab.tracking.runs import check_training_run, log_onto_training_run
 
 
 def main() -> int:
@@ -20,7 +21,8 @@ def main() -> int:
     ap.add_argument("--root", type=Path, default=Path("."), help="where models/ metrics/ plots/ are")
     ap.add_argument("--headline", type=Path, help="the headline metrics file (default: beside eval.json)")
     args = ap.parse_args()
-    train_json = args.root / "metrics" / args.variant / "train.json"
+    run = RunPaths.for_variant(args.variant, args.root, args.data_dir)
+    train_json = run.train_json
     try:
         params = load_params(args.params)
         check_training_run(params.tracking, train_json)  # before the work, not after it
@@ -29,7 +31,7 @@ def main() -> int:
     except (ConfigError, FileNotFoundError, BadFile) as err:
         print(f"evaluate@{args.variant}: error: {err}", file=sys.stderr)
         return 1
-    out = args.root / "metrics" / args.variant / "eval.json"
+    out = run.eval_json
     short = args.headline or out.parent / "headline.json"
     for path, doc in ((out, metrics), (short, {args.variant: headline(metrics, training)})):
         atomic_write(path, json.dumps(doc, indent=2) + "\n")

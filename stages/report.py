@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
 from ganlab.io import BadFile
-from ganlab.report import build_report
-from ganlab.tracking import log_summary_run
+from ganlab.report.report import build_report
+from ganlab.tracking.runs import log_summary_run
 
 
 def main() -> int:

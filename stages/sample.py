@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
+from ganlab.engine.contract import RunPaths
+from ganlab.evaluation.sample import write_samples
 from ganlab.io import BadFile, atomic_write
-from ganlab.sample import write_samples
-from ganlab.tracking import check_training_run, log_onto_training_run
+from ganlab.tracking.runs import check_training_run, log_onto_training_run
 
 
 def main() -> int:
@@ -21,7 +22,8 @@ def main() -> int:
     ap.add_argument("--index", type=Path, help="also list the pictures here (JSON): dvc.yaml puts it where the "
                                                 "curriculum report's dependencies reach it")
     args = ap.parse_args()
-    train_json = args.root / "metrics" / args.variant / "train.json"
+    run = RunPaths.for_variant(args.variant, args.root, args.data_dir)
+    train_json = run.train_json
     try:
         params = load_params(args.params)
         check_training_run(params.tracking, train_json)

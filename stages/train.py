@@ -1,17 +1,18 @@
 """Stage train@<variant>: train one variant, write its models, metrics, loss log and per-epoch grids, and track
 the run in MLflow. With `train.nproc > 1` it re-runs itself under torchrun in that many processes
-(ganlab.distributed); rank 0 tracks and writes."""
+(ganlab.engine.distributed); rank 0 tracks and writes."""
 
 import argparse
 import signal
 import sys
 from pathlib import Path
 
-from ganlab import distributed
 from ganlab.config import ConfigError, load_params
+from ganlab.engine import distributed
+from ganlab.engine.contract import RunPaths, Tracker, TrainingDiverged
+from ganlab.engine.train import fit
 from ganlab.io import BadFile
-from ganlab.tracking import MlflowTracker
-from ganlab.train import RunPaths, Tracker, TrainingDiverged, fit
+from ganlab.tracking.tracker import MlflowTracker
 
 
 def _terminate(signum, frame):

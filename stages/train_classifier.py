@@ -5,8 +5,8 @@ import json
 import sys
 from pathlib import Path
 
-from ganlab.classifier import train_classifiers
 from ganlab.config import ConfigError, load_params
+from ganlab.evaluation.classifier import train_classifiers
 from ganlab.io import BadFile, atomic_write
 
 

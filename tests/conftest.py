@@ -1,5 +1,5 @@
 """Shared fixtures: a loopback HTTP file server, real MNIST digits as CSVs, params.yaml for a temp dir, and a lab
-(PostgreSQL, SeaweedFS, MLflow server) started once per session by the project's own `python -m ganlab.lab`."""
+(PostgreSQL, SeaweedFS, MLflow server) started once per session by the project's own `ganlab lab`."""
 
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def lab_ports() -> dict[str, str]:
 class LabHandle:
     dir: Path
     env: dict[str, str]  # the lab's settings (GANLAB_LAB_*)
-    client: dict[str, str]  # what `python -m ganlab.lab env` prints: the tracking server, its credentials, S3
+    client: dict[str, str]  # what `ganlab lab env` prints: the tracking server, its credentials, S3
 
     @property
     def uri(self) -> str:
@@ -233,22 +233,22 @@ class LabHandle:
 
 @pytest.fixture(scope="session")
 def lab() -> LabHandle:
-    """PostgreSQL + SeaweedFS + the MLflow server, started once for the session with `python -m ganlab.lab up` in
+    """PostgreSQL + SeaweedFS + the MLflow server, started once for the session with `ganlab lab up` in
     a fresh folder on free loopback ports. A service that cannot start fails the tests that use it, with why."""
     # not under pytest's 0700 temp root: as root, PostgreSQL runs as the `postgres` user, who must reach its folder
     folder = Path(tempfile.mkdtemp(prefix="ganlab-lab-"))
     os.chmod(folder, 0o755)
     settings = {"GANLAB_LAB_DIR": str(folder), **lab_ports()}
     e = {**env(), **settings}
-    up = subprocess.run([sys.executable, "-m", "ganlab.lab", "up"], env=e, capture_output=True, text=True)
+    up = subprocess.run([sys.executable, "-m", "ganlab.cli", "lab", "up"], env=e, capture_output=True, text=True)
     try:
         if up.returncode != 0:
-            pytest.fail(f"the lab did not start (python -m ganlab.lab up):\n{up.stderr}", pytrace=False)
-        out = subprocess.run([sys.executable, "-m", "ganlab.lab", "env"], env=e, capture_output=True, text=True,
+            pytest.fail(f"the lab did not start (ganlab lab up):\n{up.stderr}", pytrace=False)
+        out = subprocess.run([sys.executable, "-m", "ganlab.cli", "lab", "env"], env=e, capture_output=True, text=True,
                              check=True).stdout
         client = {k: shlex.split(v)[0] for k, v in (line.removeprefix("export ").split("=", 1)
                                                        for line in out.splitlines())}
         yield LabHandle(folder, settings, client)
     finally:
-        subprocess.run([sys.executable, "-m", "ganlab.lab", "down"], env=e, capture_output=True, text=True)
+        subprocess.run([sys.executable, "-m", "ganlab.cli", "lab", "down"], env=e, capture_output=True, text=True)
         shutil.rmtree(folder, ignore_errors=True)

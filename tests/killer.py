@@ -2,7 +2,7 @@
 
     python tests/killer.py MODULE:ATTR N before|after [--set MODULE:NAME=VALUE]... -- SCRIPT ARGS...
 
-ATTR is a function or method (`ganlab.tracking:MlflowTracker.log_rows`); on its N-th call the process kills
+ATTR is a function or method (`ganlab.tracking.tracker:MlflowTracker.log_rows`); on its N-th call the process kills
 itself with SIGKILL, before calling it or right after it returns: what a power cut or `kill -9` leaves behind.
 `--set` assigns a module constant first (an int or float literal).
 """

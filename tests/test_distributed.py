@@ -8,7 +8,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from ganlab.config import load_params
-from ganlab.train import RunPaths, fit
+from ganlab.engine.contract import RunPaths
+from ganlab.engine.train import fit
 from helpers import REPO, run, write_mnist_h5, write_params
 
 

@@ -7,15 +7,15 @@ import re
 from helpers import REPO
 
 DOC = REPO / "docs" / "variants.md"
-CITING = ["README.md", "params.yaml", "dvc.yaml", "src", "stages", "tests", "bench"]
+CITING = ["README.md", "params.yaml", "dvc.yaml", "src", "stages", "tests", "bench", "docs"]
 LABEL = r"[A-E]\d*(?:[-–][A-E]?\d+)?(?!\w)"
 
 
 def citing_files():
     for name in CITING:
         path = REPO / name
-        yield from sorted(p for p in path.rglob("*") if p.suffix in (".py", ".md", ".yaml")) if path.is_dir() \
-            else [path]
+        found = sorted(p for p in path.rglob("*") if p.suffix in (".py", ".md", ".yaml")) if path.is_dir() else [path]
+        yield from (p for p in found if p != DOC)  # the doc defines the sections it would cite
 
 
 def sections() -> set[str]:
@@ -65,3 +65,42 @@ def test_nothing_points_at_the_developers_shared_notes():
     outside = "shared" + "/reference"  # spelt in two parts so that this file does not match itself
     hits = [str(p.relative_to(REPO)) for p in citing_files() if outside in p.read_text()]
     assert not hits, f"{outside} is not in the repository (docs/variants.md is): {hits}"
+
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def links(page) -> list[str]:
+    """The targets of a page's markdown links, outside code blocks and code spans."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def test_every_docs_link_resolves():
+    broken, count = [], 0
+    for page in PAGES:
+        for target in links(page):
+            if re.match(r"(https?|mailto):", target) or target.startswith("#"):
+                continue
+            count += 1
+            if not (page.parent / target.split("#")[0]).exists():
+                broken.append(f"{page.relative_to(REPO)} -> {target}")
+    assert count >= 20, count  # the links are found at all
+    assert not broken, broken
+
+
+def test_layout_page_names_every_module():
+    layout = (REPO / "docs" / "layout.md").read_text()
+    modules = sorted(str(p.relative_to(REPO / "src")) for p in (REPO / "src" / "ganlab").rglob("*.py"))
+    assert len(modules) > 30
+    missing = [m for m in modules if f"`{m}`" not in layout]
+    assert not missing, f"docs/layout.md does not name: {missing}"
+    stages = sorted(str(p.relative_to(REPO)) for p in (REPO / "stages").glob("*.py"))
+    assert not [s for s in stages if f"`{s}`" not in layout]
+
+
+def test_readme_is_a_front_page():
+    """A newcomer reads it in five minutes; the rest lives in docs/."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert 120 <= len(lines) <= 260, len(lines)

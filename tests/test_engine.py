@@ -17,10 +17,13 @@ from ganlab.config import ConfigError, load_params
 from ganlab.data.celeba import pack_celeba
 from ganlab.data.load import load_dataset
 from ganlab.data.toy import make_toy
-from ganlab.mlp_steps import MlpSteps
-from ganlab.sampling import load_trained
-from ganlab.train import (GAN, GraphedSteps, Logger, RunPaths, Steps, build_gan, fit, fixed_latent, generate,
-                          run_dtype)
+from ganlab.engine.contract import RunPaths
+from ganlab.engine.gan import GAN, build_gan, fixed_latent, generate
+from ganlab.engine.mlp_steps import MlpSteps
+from ganlab.engine.runners import GraphedSteps, Logger, Steps
+from ganlab.engine.settings import run_dtype
+from ganlab.engine.train import fit
+from ganlab.evaluation.sampling import load_trained
 from helpers import REPO, mnist_digits, run, stage_in_process, write_mnist_h5, write_params
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -167,7 +170,7 @@ def test_every_variant_smoke_through_the_stage(data_dir, tmp_path, name, train_s
     (False, 6, 20, 2.0),  # three batches an epoch, the last of 2 images
     (False, 4, 14, 4 / 3)])
 def test_steps_images_and_epochs_as_trained(drop_last, steps, images, epochs):
-    from ganlab.train import images_trained, plan
+    from ganlab.engine.train import images_trained, plan
     cfg = variant("mnist_vanilla", batch_size=4, drop_last=drop_last, epochs=9)
     per_epoch, _ = plan(cfg, 10)
     assert images_trained(cfg, 10, per_epoch, steps) == images

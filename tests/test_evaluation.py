@@ -11,15 +11,17 @@ import torch
 from torch.testing import assert_close
 
 from conftest import write_zip
-from ganlab.classifier import Classifier, Evaluator, accuracy, fit_classifier
 from ganlab.config import ClassifierRun, ConfigError, EvalCfg, load_params
 from ganlab.data.celeba import pack_celeba
-from ganlab.evaluate import evaluate_variant, final_losses, inception_features, mnist_metrics
-from ganlab.metrics import (class_coverage, class_kl, class_shares, confidence_threshold, fid, frechet_distance, kid,
+from ganlab.engine.contract import RunPaths
+from ganlab.engine.gan import build_gan, generate
+from ganlab.engine.train import fit
+from ganlab.evaluation.classifier import Classifier, Evaluator, accuracy, fit_classifier
+from ganlab.evaluation.evaluate import evaluate_variant, final_losses, inception_features, mnist_metrics
+from ganlab.evaluation.metrics import (class_coverage, class_kl, class_shares, confidence_threshold, fid, frechet_distance, kid,
                             knn_distance, nn_memorization, precision_recall)
-from ganlab.sample import draw, interpolation_latents, seed_arithmetic
-from ganlab.theory import ideal_losses, xy_game, xy_radius_growth
-from ganlab.train import RunPaths, build_gan, fit, generate
+from ganlab.evaluation.sample import draw, interpolation_latents, seed_arithmetic
+from ganlab.report.theory import ideal_losses, xy_game, xy_radius_growth
 from helpers import REPO, mnist_digits, write_params
 
 PARAMS = load_params(REPO / "params.yaml")

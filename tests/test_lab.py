@@ -4,7 +4,7 @@ import stat
 import subprocess
 import sys
 
-from ganlab.lab import SECRET_KEYS, Lab
+from ganlab.team.lab import SECRET_KEYS, Lab
 from helpers import env
 
 
@@ -13,7 +13,7 @@ def lab(args, tmp_path, **settings):
     for k in SECRET_KEYS:
         e.pop(k, None)
     e.update(settings)
-    return subprocess.run([sys.executable, "-m", "ganlab.lab", *args], env=e, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "ganlab.cli", "lab", *args], env=e, capture_output=True, text=True)
 
 
 def test_bad_settings_are_refused_before_anything_starts(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from ganlab.losses import LOSSES, get_loss, gradient_penalty
+from ganlab.engine.losses import LOSSES, get_loss, gradient_penalty
 
 
 @pytest.mark.parametrize("name, ideal", [("bce", math.log(2)), ("mse", 0.25)])
@@ -63,3 +63,41 @@ def test_gradient_penalty_of_a_linear_critic():
     w = torch.tensor([3.0, 4.0, 0.0])
     penalty = gradient_penalty(lambda x, y: x @ w, torch.randn(6, 3), torch.randn(6, 3), None, torch.rand(6, 1))
     assert_close(penalty, torch.tensor((5.0 - 1.0) ** 2))
+
+
+def test_params_accept_exactly_the_registrys_losses():
+    """config.LOSSES (what params.yaml may name) and the registry are one list."""
+    from ganlab import config
+
+    assert set(config.LOSSES) == set(LOSSES)
+
+
+@pytest.mark.parametrize("name", ["bce", "mse"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_hand_written_objective_is_the_registrys_loss(name, batch):
+    """The hand-written MLP step's objective (mlp_steps.Objective: value, D(x), dL/dscores) equals the registry's
+    loss, its link and autograd's gradient, for every loss the hand-written step accepts."""
+    from ganlab.engine.mlp_steps import Objective
+
+    loss = get_loss(name)
+    scores = torch.randn(batch, 1, generator=torch.Generator().manual_seed(batch), dtype=torch.float32) * 3
+    objective = Objective(name, scores, batch)
+    for target, term in ((1.0, loss.d_real), (0.0, loss.d_fake), (1.0, loss.g)):
+        s = scores.clone().requires_grad_(True)
+        want = term(s.view(-1))  # the autograd path's scores are (B,)
+        want.backward()
+        value, d_x, grad = objective(scores, target)
+        assert_close(value, want.detach(), rtol=1e-6, atol=1e-7)
+        assert_close(d_x, loss.link(scores).mean(), rtol=1e-6, atol=1e-7)
+        assert_close(grad, s.grad, rtol=1e-5, atol=1e-7)
+    others = [n for n in LOSSES if n not in ("bce", "mse")]
+    assert others and all("model.loss" in (supported_reason(n) or "") for n in others)
+
+
+def supported_reason(loss: str):
+    from ganlab.config import load_params
+    from ganlab.engine.mlp_steps import supported
+    from helpers import REPO
+
+    cfg = load_params(REPO / "params.yaml").variant("mnist_mlp")
+    return supported(cfg.model_copy(update={"model": cfg.model.model_copy(update={"loss": loss})}))

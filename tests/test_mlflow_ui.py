@@ -19,7 +19,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from ganlab.config import TrackingCfg
-from ganlab.tracking import runs_table_url
+from ganlab.tracking.store import runs_table_url
 from helpers import (ARTIFACTS, CHROMIUM_ARGS, chromium, env, free_port, stage_in_process, tiny_evaluation,
                      write_mnist_h5, write_params)
 

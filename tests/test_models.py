@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ganlab.config import load_params
-from ganlab.models import build_models, n_params
+from ganlab.engine.models import build_models, n_params
 from helpers import REPO
 
 PARAMS = load_params(REPO / "params.yaml")

@@ -106,7 +106,7 @@ def test_scoped_repro_ablation_and_queued_experiments(repo):
     assert changed_stages(repo, "report_curriculum") == set()  # editing nothing reruns nothing
 
     # an edit reruns what imports the edited module, and only that
-    report_py, loss_py = repo / "src/ganlab/report.py", repo / "src/ganlab/losses.py"
+    report_py, loss_py = repo / "src/ganlab/report/report.py", repo / "src/ganlab/engine/losses.py"
     for path in (report_py, loss_py):
         path.write_text(path.read_text() + "\n# an edit\n")
     assert changed_stages(repo, "report_curriculum") >= {"report_curriculum", *(f"train@{v}" for v in VARIANTS)}

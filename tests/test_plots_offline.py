@@ -1,7 +1,7 @@
 """`dvc plots show` renders without internet, in headless Chromium.
 
 .dvc/config names the page template (`plots.html_template = plots.html`), and `make setup` writes .dvc/plots.html
-with Vega, Vega-Lite and Vega-Embed inlined (ganlab.plots_page, from pinned npm packages). Here a copy of the
+with Vega, Vega-Lite and Vega-Embed inlined (ganlab.report.plots_page, from pinned npm packages). Here a copy of the
 pipeline with that config and one variant's loss log runs plain `dvc plots show`; Chromium opens the page with
 every request to a non-loopback host aborted and recorded. The chart must draw a line in its own colour for each
 plotted column, and nothing may be requested from outside. The control: DVC's own page under the same block asks
@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from ganlab import plots_page
-from ganlab.plots_page import BUNDLES, PlotsPageError, render_page
-from ganlab.train import LOG_COLUMNS
+from ganlab.engine.contract import LOG_COLUMNS
+from ganlab.report import plots_page
+from ganlab.report.plots_page import BUNDLES, PlotsPageError, render_page
 from helpers import CHROMIUM_ARGS, REPO, chromium, make_repo, run
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +41,7 @@ def palette() -> list[tuple[int, int, int]]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """The pipeline with the repository's DVC config and page template, and mnist_vanilla's loss log."""
-    assert TEMPLATE.is_file(), f"{TEMPLATE} is missing: `make setup` writes it (python -m ganlab.plots_page)"
+    assert TEMPLATE.is_file(), f"{TEMPLATE} is missing: `make setup` writes it (ganlab plots-page)"
     root = make_repo(tmp_path_factory.mktemp("plots"))
     for line in run(["dvc", "config", "--project", "--list"], REPO).stdout.split():
         key, _, value = line.partition("=")

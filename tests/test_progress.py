@@ -6,12 +6,12 @@ import re
 import pytest
 import torch
 
-from ganlab.classifier import Classifier, Evaluator
 from ganlab.config import load_params
-from ganlab.evaluate import mnist_samples, mnist_metrics
-from ganlab.sample import image_pictures
-from ganlab.sampling import scale_only
-from ganlab.train import build_gan
+from ganlab.engine.gan import build_gan
+from ganlab.evaluation.classifier import Classifier, Evaluator
+from ganlab.evaluation.evaluate import mnist_samples, mnist_metrics
+from ganlab.evaluation.sample import image_pictures
+from ganlab.evaluation.sampling import scale_only
 from helpers import mnist_digits, tiny_evaluation, write_params
 
 VARIANT = "mnist_vanilla"

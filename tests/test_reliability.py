@@ -21,16 +21,17 @@ from conftest import write_zip
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from ganlab.checkpoint import CheckpointError
-from ganlab.classifier import load_classifier
 from ganlab.config import CelebaDataCfg, ConfigError, load_params
 from ganlab.data.celeba import pack_celeba
 from ganlab.data.download import DataError
 from ganlab.data.load import load_dataset
-from ganlab.evaluate import epoch_time, final_losses
+from ganlab.engine.checkpoint import CheckpointError
+from ganlab.engine.contract import RunPaths
+from ganlab.engine.train import fit
+from ganlab.evaluation.classifier import load_classifier
+from ganlab.evaluation.evaluate import epoch_time, final_losses
+from ganlab.evaluation.sampling import load_trained
 from ganlab.io import TMP_MARK, BadFile
-from ganlab.sampling import load_trained
-from ganlab.train import RunPaths, fit
 from helpers import REPO, env, write_mnist_h5, write_params
 
 PARAMS = load_params(REPO / "params.yaml")
@@ -135,8 +136,8 @@ def test_kill_9_at_a_random_step_resumes_to_the_unkilled_run(tmp_path, data_dir,
     checkpoint). Afterwards: the unkilled run's metric history, weights and loss log; time covers both segments."""
     calls = random.choice([n for n in range(CKPT // LOG + 1, STEPS // LOG) if n * LOG % CKPT])
     root = stage_root(tmp_path / "killed")
-    sets = ["--set", f"ganlab.tracking:FLUSH_SECONDS={0.0 if sent else 1e9}"]
-    killed = run_stage(root, data_dir, ["ganlab.tracking:MlflowTracker.log_rows", str(calls), "after", *sets])
+    sets = ["--set", f"ganlab.tracking.tracker:FLUSH_SECONDS={0.0 if sent else 1e9}"]
+    killed = run_stage(root, data_dir, ["ganlab.tracking.tracker:MlflowTracker.log_rows", str(calls), "after", *sets])
     assert killed.returncode == -9, killed.stderr
     saved = torch.load(root / "checkpoints" / NAME / "last.pt", weights_only=True)["progress"]
     assert saved["step"] == calls * LOG // CKPT * CKPT and saved["wall_s"] > 0, f"killed at step {calls * LOG}"
@@ -195,7 +196,7 @@ def test_planted_generator_and_classifier_files_cannot_run_code(tmp_path):
 
 def test_a_planted_mlflow_model_cannot_run_code(tmp_path, monkeypatch):
     from ganlab.config import TrackingCfg
-    from ganlab.tracking import load_generator
+    from ganlab.tracking.runs import load_generator
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     c = MlflowClient(uri)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from ganlab.sources import (FAILS, HOLDS, MISSING, STATED, UNLIKE, Bound, Close, Factor, Stated, judge)
+from ganlab.report.sources import (FAILS, HOLDS, MISSING, STATED, UNLIKE, Bound, Close, Factor, Stated, judge)
 
 FULL = {"full_run": True, "device": "cpu", "batch_size": 1, "long_enough": True}
 

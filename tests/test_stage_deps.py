@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import REPO
 
 SRC = REPO / "src"
@@ -75,7 +74,35 @@ def test_stage_deps_are_its_imports(name):
 
 
 def test_closure_follows_the_library():
-    """The oracle itself: the train stage reaches the losses through ganlab.train, and nothing reaches report."""
+    """The oracle itself: the train stage reaches the losses through the engine, and nothing reaches the report;
+    the stages that only read a run (the classifier, sample, evaluate, the report) load neither the loop nor the
+    hand-written step, so editing them reruns training only."""
     train = module_closure(REPO / "stages/train.py")
-    assert "src/ganlab/losses.py" in train and "src/ganlab/config.py" in train
-    assert "src/ganlab/report.py" not in train
+    assert "src/ganlab/engine/losses.py" in train and "src/ganlab/config.py" in train
+    assert not {f for f in train if f.startswith("src/ganlab/report/")}
+    loop = {"src/ganlab/engine/train.py", "src/ganlab/engine/mlp_steps.py", "src/ganlab/engine/checkpoint.py",
+            "src/ganlab/engine/runners.py"}
+    for stage in ("train_classifier", "sample", "evaluate", "report"):
+        assert not loop & module_closure(REPO / f"stages/{stage}.py"), stage
+
+
+def _package(path: str) -> str:
+    parts = path.split("/")
+    return parts[2] if len(parts) > 3 else "(top)"
+
+
+ORDER = ["(top)", "data", "engine", "evaluation", "tracking", "report", "team"]  # the pipeline; top: config, io, ...
+
+
+def test_no_arrow_back_up_the_pipeline():
+    """A package imports only packages before it in the pipeline (data -> engine -> evaluation -> tracking ->
+    report, the team's tools beside), and no two modules import each other, even for types."""
+    modules = sorted(p for p in (SRC / "ganlab").rglob("*.py"))
+    graph = {str(p.relative_to(REPO)): {str(_module_file(m).relative_to(REPO)) for m in _imports(p)
+                                         if _module_file(m) is not None} for p in modules}
+    back = [(a, b) for a, deps in graph.items() for b in deps
+            if _package(a) != "team" and ORDER.index(_package(b)) > ORDER.index(_package(a))]
+    assert not back, f"imports against the pipeline's order: {back}"
+    circles = [(a, b) for a, deps in graph.items() for b in deps if a != b and a in graph.get(b, set())
+               and not b.endswith("__init__.py")]
+    assert not circles, f"modules that import each other: {circles}"

@@ -17,7 +17,7 @@ WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from ganlab.config import TrackingCfg, load_params
-    from ganlab.tracking import MlflowTracker
+    from ganlab.tracking.tracker import MlflowTracker
 
     me, params, stores = sys.argv[1], load_params(sys.argv[2]), [Path(p) for p in sys.argv[3:]]
     cfg = params.variant("pattern_1010")

@@ -137,7 +137,7 @@ def test_slurm_array_sweep(tmp_path, lab, slurm):
     sh(["git", "push", "-q", "-u", "origin", "main"], carol, lab)
 
     grid = ["-S", f"variants.{VARIANT}.train.lr_d=0.01,0.02"]
-    points = sh(["python", "-m", "ganlab.sweep", "points", *grid], carol, lab).stdout.splitlines()
+    points = sh(["ganlab", "sweep", "points", *grid], carol, lab).stdout.splitlines()
     assert len(points) == 2
     out = tmp_path / "slurm-out"
     out.mkdir()
@@ -152,7 +152,7 @@ def test_slurm_array_sweep(tmp_path, lab, slurm):
     # the collector, in a fresh clone: both experiments in one dvc exp show and one report
     dave = tmp_path / "dave"
     sh(["git", "clone", "-q", str(origin), str(dave)], tmp_path, lab)
-    sh(["python", "-m", "ganlab.sweep", "collect", SWEEP, "--out", str(tmp_path / "report.md")], dave, lab)
+    sh(["ganlab", "sweep", "collect", SWEEP, "--out", str(tmp_path / "report.md")], dave, lab)
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], dave, lab).stdout)
     exps = {r["name"]: r["data"] for b in shown for e in b.get("experiments") or [] for r in e["revs"]}
     assert {f"{SWEEP}-0", f"{SWEEP}-1"} <= set(exps)

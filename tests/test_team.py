@@ -1,5 +1,5 @@
 """Working as a team, for real: the lab's MLflow server (PostgreSQL + S3 artifacts, basic auth), a DVC S3 remote on
-the same object store, and experiments shared through a git remote, as README "Working as a team" has them."""
+the same object store, and experiments shared through a git remote, as docs/team.md has them."""
 
 from __future__ import annotations
 

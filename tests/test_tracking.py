@@ -46,7 +46,7 @@ def test_a_long_run_sends_window_means_and_resumes_to_the_same_points(tmp_path, 
     d_gp only with a penalty. A run killed at step 60 and resumed (sending its checkpoint's rows again, as fit
     does) ends with exactly the points of an uninterrupted run."""
     from ganlab.config import load_params
-    from ganlab.tracking import MlflowTracker
+    from ganlab.tracking.tracker import MlflowTracker
 
     cfg = load_params(REPO / "params.yaml").variant("mnist_vanilla")
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"log_every": 5}),
@@ -111,7 +111,7 @@ def test_a_run_holds_params_tags_metrics_and_artifacts(root, monkeypatch):
     assert sorted((g[0], int(g[2])) for g in grids) == [("images/train~progress", 0), ("images/train~progress", 30)]
     # the logged generator rebuilds and samples: same weights as the DVC output
     monkeypatch.chdir(root)
-    from ganlab.tracking import load_generator
+    from ganlab.tracking.runs import load_generator
     G = load_generator(r.info.run_id, TrackingCfg())
     ours = torch.load(root / "models/mnist_cgan/generator.pt")
     assert all(torch.equal(G.state_dict()[k], ours[k]) for k in ours)

@@ -4,8 +4,8 @@
                                            [--runs full:0 full:1 full:2 4000:0 4000x60k:0] [--out ...]
 
 Each run trains `mnist_mlp` as params.yaml has it (the book's schedule: batch 1, 240,000 steps = 4 passes over
-60,000 digits) through `ganlab.train.fit`, then scores 10,000 samples with the evaluator CNN against the 10,000
-test digits through `ganlab.evaluate.mnist_metrics`: class coverage at 2 % (eval.coverage_min_share) and at 5 %,
+60,000 digits) through `ganlab.engine.train.fit`, then scores 10,000 samples with the evaluator CNN against the 10,000
+test digits through `ganlab.evaluation.evaluate.mnist_metrics`: class coverage at 2 % (eval.coverage_min_share) and at 5 %,
 the largest class's share, the unrecognisable share, FID. Run names: `full:<seed>` (all 60,000 training digits),
 `4000:<seed>` (the first 4,000 digits, repeated to the same 240,000 steps: 60 passes), `4000x60k:<seed>` (4,000
 digits, 60,000 steps: 15 passes). One training at a time; results are appended to the JSON as each run ends, so
@@ -28,13 +28,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ganlab.classifier import Evaluator, accuracy, fit_classifier, load_classifier, mnist_split, save_classifier  # noqa
 from ganlab.config import load_params  # noqa: E402
 from ganlab.data.load import load_dataset  # noqa: E402
-from ganlab.evaluate import mnist_metrics, mnist_samples  # noqa: E402
-from ganlab.metrics import class_coverage  # noqa: E402
-from ganlab.sampling import load_trained  # noqa: E402
-from ganlab.train import RunPaths, fit  # noqa: E402
+from ganlab.engine.contract import RunPaths  # noqa: E402
+from ganlab.engine.train import fit  # noqa: E402
+from ganlab.evaluation.classifier import Evaluator, accuracy, fit_classifier, load_classifier, mnist_split, save_classifier  # noqa
+from ganlab.evaluation.evaluate import mnist_metrics, mnist_samples  # noqa: E402
+from ganlab.evaluation.metrics import class_coverage  # noqa: E402
+from ganlab.evaluation.sampling import load_trained  # noqa: E402
 
 CPU = torch.device("cpu")
 

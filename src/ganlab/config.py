@@ -7,6 +7,9 @@ A variant's configuration is `variants.<name>` with the global `model:` and `tra
 non-null global key wins over the same key in every variant it applies to, so `dvc exp run -S model.loss=bce`
 changes every variant at once. Where a global key replaces a different value that a variant sets itself,
 `Params.masking` says so (the train stage prints it, check_params lists them all).
+
+One file, over 300 lines, on purpose: it is the schema of params.yaml, section by section in the file's order, and
+every stage loads all of it (`load_params`); split, a reader would hop between files to follow one key.
 """
 
 from __future__ import annotations
@@ -209,7 +212,7 @@ class MlpModel(ModelCommon):
 
 
 class ConvModel(ModelCommon):
-    """A convolutional family whose layer list is fixed by its source (see ganlab.models). Each family takes only
+    """A convolutional family whose layer list is fixed by its source (see ganlab.engine.models). Each family takes only
     the keys its networks use; a key it does not use is an error, so an ablation of it cannot silently do nothing."""
 
     @property
@@ -265,7 +268,7 @@ class TrainCfg(Strict):
     checkpoint_every: PosInt = 1000
     grid_size: PosInt = 64  # samples in the fixed-noise grid
     # bf16: autocast of the forward passes (CUDA, or CPU); fp64: the whole run in float64 (weights, data, noise,
-    # optimiser), for exactness checks: rounding then sits far below Adam's eps (README, data-parallel)
+    # optimiser), for exactness checks: rounding then sits far below Adam's eps (docs/team.md, data-parallel)
     precision: Literal["fp32", "bf16", "fp64"] = "fp32"
     channels_last: bool = False  # NHWC memory layout for convolutional networks (faster on tensor cores)
     # Speed features (bench/README.md has the measured gains). Off by default: the defaults are the sources' maths
@@ -275,11 +278,11 @@ class TrainCfg(Strict):
     fused: bool = False  # the optimisers' fused kernels (torch.optim fused=True): one launch for all parameters
     compile: bool = False  # torch.compile G's and D's forward passes (inductor; the first steps compile)
     cuda_graph: bool = False  # capture the whole iteration in CUDA graphs and replay it: one launch per step
-    # How a step is computed. auto: the hand-written step of ganlab.mlp_steps where it applies (fully connected G
+    # How a step is computed. auto: the hand-written step of ganlab.engine.mlp_steps where it applies (fully connected G
     # and D, split D update, fresh G batch, bce or mse; the same weights, bitwise on CPU) and autograd elsewhere.
     engine: Literal["auto", "autograd", "manual"] = "auto"
     threads: Optional[PosInt] = None  # CPU threads while training; null: 1 at batch 1 (faster, bench/README.md)
-    # Data-parallel: this many processes under torchrun (ganlab.distributed), each on 1/nproc of every batch; the
+    # Data-parallel: this many processes under torchrun (ganlab.engine.distributed), each on 1/nproc of every batch; the
     # same weights as one process (batched variants only; gloo on CPU, NCCL with one GPU per process)
     nproc: PosInt = 1
 

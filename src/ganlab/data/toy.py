@@ -14,6 +14,7 @@ from ganlab.io import atomic_path
 # d2l: data = X A + b with X ~ N(0, I); its mean is b and its covariance A^T A = [[1.01, 1.95], [1.95, 4.25]].
 GAUSS_A = np.array([[1.0, 2.0], [-0.1, 0.5]], dtype=np.float32)
 GAUSS_B = np.array([1.0, 2.0], dtype=np.float32)
+PATTERN = (1.0, 0.0, 1.0, 0.0)  # the book's 1010 pattern, which its real samples are drawn around
 
 
 def pattern_1010(n: int, generator: torch.Generator) -> torch.Tensor:

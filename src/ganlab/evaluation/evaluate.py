@@ -26,17 +26,18 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ganlab.classifier import N_CLASSES, Evaluator, load_classifier
 from ganlab.config import EvalCfg, Params, Variant, VariantData
 from ganlab.data.load import TOY, Dataset, load_dataset, resize
-from ganlab.data.toy import GAUSS_A, GAUSS_B
+from ganlab.data.toy import GAUSS_A, GAUSS_B, PATTERN
+from ganlab.engine.contract import LOG_COLUMNS, RunPaths
+from ganlab.engine.gan import GAN
+from ganlab.engine.losses import get_loss
+from ganlab.engine.settings import resolve_device
+from ganlab.evaluation.classifier import N_CLASSES, Evaluator, load_classifier
+from ganlab.evaluation.metrics import (class_coverage, class_kl, class_shares, confidence_threshold, fid,
+                                       frechet_distance, kid, mean_cov, nn_memorization, precision_recall)
+from ganlab.evaluation.sampling import MNIST_SIZE, data_shape, load_trained, sample_batches, to_uint8
 from ganlab.io import read_json, read_table
-from ganlab.losses import get_loss
-from ganlab.metrics import (class_coverage, class_kl, class_shares, confidence_threshold, fid, frechet_distance,
-                            kid, mean_cov, nn_memorization, precision_recall)
-from ganlab.sampling import MNIST_SIZE, data_shape, load_trained, sample_batches, to_uint8
-from ganlab.sources import PATTERN
-from ganlab.train import GAN, LOG_COLUMNS, resolve_device
 
 MEMO_SIZE, FID_PIXELS = 32, 16  # CelebA: pixel grids for memorisation and for `fid_pixels16`
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's converted TF Inception weights
@@ -152,7 +153,9 @@ def inception_features(ecfg: EvalCfg, device: torch.device) -> tuple[Optional[Ex
     if not ecfg.inception:
         return None, "disabled by eval.inception: false"
     try:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        from torch_fidelity.feature_extractor_inceptionv3 import (
+            FeatureExtractorInceptionV3,
+        )
     except Exception as err:  # ImportError, or a broken optional install
         return None, f"the optional torch-fidelity package is not importable ({type(err).__name__}: {err})"
     path = Path(ecfg.inception_weights or Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE)
@@ -225,12 +228,13 @@ def evaluate_variant(params: Params, name: str, root: Path, data_dir: Path) -> d
     t0 = time.perf_counter()
     out: dict[str, Any] = {"variant": name, "dataset": cfg.data.dataset, "n_samples": ecfg.n_samples,
                            "seed": ecfg.seed}
-    out.update(final_losses(root / "plots" / name / "losses.csv", cfg.model.loss, ecfg.final_fraction))
+    run = RunPaths.for_variant(name, root, data_dir)
+    out.update(final_losses(run.losses_csv, cfg.model.loss, ecfg.final_fraction))
     # The variant's own training set at its native size: the memorisation reference (and the real CelebA faces).
     native = cfg.data if cfg.data.dataset != "mnist" else cfg.data.model_copy(update={"image_size": None})
     data = load_dataset(native, data_dir, torch.device("cpu"))
-    out.update(epoch_time(root / "metrics" / name / "train.json"))
-    gan = load_trained(cfg, root / "models" / name, data_shape(cfg.data, data_dir), device)
+    out.update(epoch_time(run.train_json))
+    gan = load_trained(cfg, run.models, data_shape(cfg.data, data_dir), device)
     if cfg.data.dataset in TOY:
         out.update(vector_metrics(gan, cfg, ecfg))
     elif cfg.data.dataset == "mnist":

@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ganlab.engine.contract import LOG_COLUMNS  # noqa: E402
 from ganlab.io import atomic_path, read_table  # noqa: E402
-from ganlab.train import LOG_COLUMNS  # noqa: E402
 
 
 def loss_curves(losses_csv: Path, out_png: Path, title: str = "") -> Path:

@@ -23,11 +23,13 @@ from tqdm import tqdm
 
 from ganlab.config import Params, SampleCfg
 from ganlab.data.load import TOY, Dataset, load_dataset
+from ganlab.engine.contract import RunPaths
+from ganlab.engine.gan import GAN, generate
+from ganlab.engine.settings import resolve_device
+from ganlab.evaluation.sampling import data_shape, load_trained, reseed, scale_only
 from ganlab.figures import heatmap, montage, scatter_panels
 from ganlab.images import make_grid, save_png
 from ganlab.io import bad_file
-from ganlab.sampling import data_shape, load_trained, reseed, scale_only
-from ganlab.train import GAN, generate, resolve_device
 
 INTERP_STEPS = 12  # the book's 3×4 grid: seed1 + (seed2 − seed1)/11·k, k = 0..11
 MAX_PANELS = 20  # epochs shown in a progression figure (evenly spaced when there are more)
@@ -138,9 +140,9 @@ def write_samples(params: Params, name: str, root: Path, data_dir: Path) -> list
     """All pictures of one trained variant (train@<name>'s outputs under `root`); returns the files written."""
     cfg, scfg = params.variant(name), params.sample
     device = resolve_device(cfg.train.device)
-    gan = load_trained(cfg, root / "models" / name, data_shape(cfg.data, data_dir), device)
-    out_dir = root / "samples" / name / "sample"
-    progress_dir = root / "samples" / name / "progress"
+    run = RunPaths.for_variant(name, root, data_dir)
+    gan = load_trained(cfg, run.models, data_shape(cfg.data, data_dir), device)
+    out_dir, progress_dir = run.pictures, run.progress
     with torch.no_grad():
         if cfg.data.dataset in TOY:
             return vector_pictures(gan, load_dataset(cfg.data, data_dir, torch.device("cpu")), scfg, progress_dir,

@@ -28,7 +28,7 @@ from torch import Tensor
 from ganlab.io import BadFile, atomic_torch_save, bad_file, load_tensors
 
 if TYPE_CHECKING:
-    from ganlab.train import GAN
+    from ganlab.engine.gan import GAN
 
 FORMAT = 2  # 1: pickled numpy grids, loaded with weights_only=False (refused now)
 KEYS = {"format", "G", "D", "opt_g", "opt_d", "rng", "torch_rng", "cuda_rng", "config", "progress"}

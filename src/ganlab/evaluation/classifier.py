@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from ganlab.config import ClassifierCfg, ClassifierRun, VariantData
 from ganlab.data.load import load_dataset
+from ganlab.engine.models import mlp
+from ganlab.engine.settings import resolve_device
 from ganlab.io import atomic_torch_save, bad_file, load_tensors
-from ganlab.models import mlp
-from ganlab.train import resolve_device
 
 N_CLASSES = 10
 EVALUATOR = "cnn"  # the ClassifierCfg entry that evaluates the GANs

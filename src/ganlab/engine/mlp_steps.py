@@ -2,12 +2,12 @@
 
 At batch 1 one iteration of `mnist_mlp` is a few MFLOP on weights that fit in cache; autograd's graph, the
 optimisers' Python and per-tensor loops, `zero_grad` and the allocator cost several times more than the arithmetic.
-`MlpSteps` runs the iteration of `train.iteration` (split D update: a step on the real batch, then one on the
+`MlpSteps` runs the iteration of `step.iteration` (split D update: a step on the real batch, then one on the
 detached fake batch; G's step on a fresh batch) with the same maths:
 - the same aten kernels: `addmm` for each Linear, the activations' and LayerNorm's own forward and backward
   kernels, BCE-with-logits (or the book's MSE on the sigmoid) and their backward kernels, the weight gradient as
   autograd computes it (`grad.t() @ input`), the optimiser's update formula (`foreach` or `fused`, as
-  `train.fused` says); the same random draws in the same order (`train.draw`);
+  `train.fused` says); the same random draws in the same order (`step.draw`);
 - without autograd: forward passes keep what their backward needs, backward passes are written layer by layer;
   D's weight gradients are not computed in G's step, nor G's in D's;
 - each network's parameters, gradients and Adam moments live in three flat buffers, so an optimiser update is one
@@ -221,7 +221,7 @@ class FlatNet:
 class Objective:
     """BCE-with-logits, or the book's MSE on the sigmoid, on raw scores (B, 1) as D's last Linear gives them (the
     same values as the autograd path's (B,)): the value, D(x) for the log, and dL/dscores (B, 1), with the kernels
-    `ganlab.losses` runs and their backward kernels."""
+    `ganlab.engine.losses` runs and their backward kernels."""
 
     def __init__(self, name: str, like: Tensor, n: int):
         self.mse = name == "mse"
@@ -249,7 +249,7 @@ class Objective:
 
 
 class MlpSteps:
-    """Runs iterations as `train.Steps` does, with the hand-written passes above (see the module's docstring)."""
+    """Runs iterations as `runners.Steps` does, with the hand-written passes above (see the module's docstring)."""
 
     def __init__(self, gan, data, log):
         why = supported(gan.cfg)

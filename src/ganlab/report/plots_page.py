@@ -3,7 +3,7 @@
 DVC's own page loads the three libraries from a CDN, so without internet it is blank. `.dvc/config` points
 `plots.html_template` at `.dvc/plots.html`, which `make setup` writes with this module:
 
-    python -m ganlab.plots_page .dvc/plots.html
+    ganlab plots-page .dvc/plots.html
 
 It fetches the pinned npm packages with `npm pack` (the npm registry; Node.js and npm are on our machines), checks
 each tarball against its pinned integrity, and inlines each package's minified browser build and licence into the
@@ -146,7 +146,7 @@ def write_page(out: Path) -> None:
     atomic_write(out, page)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, help="the template to write, e.g. .dvc/plots.html")
     args = ap.parse_args(argv)
@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"plots page: {err}")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): "
           + ", ".join(f"{b.name} {b.version}" for b in BUNDLES))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,8 +1,8 @@
 """Sweeps across machines: one grid point per task of a SLURM job array (or per job of a CI matrix).
 
-    python -m ganlab.sweep points -S train.seed=0,1 -S model.loss=bce,hinge
-    python -m ganlab.sweep run NAME -S train.seed=0,1 -S model.loss=bce,hinge [--index I] [TARGET ...]
-    python -m ganlab.sweep collect NAME [--out report.md]
+    ganlab sweep points -S train.seed=0,1 -S model.loss=bce,hinge
+    ganlab sweep run NAME -S train.seed=0,1 -S model.loss=bce,hinge [--index I] [TARGET ...]
+    ganlab sweep collect NAME [--out report.md]
 
 A grid is the product of `-S key=v1,v2,...` (commas inside [...] belong to a value; the last -S varies fastest);
 point I sets one value of each key. `run`, in a clone of the team's repository on the task's machine, pulls the
@@ -175,7 +175,7 @@ def collect(name: str, remote: str, cwd: Path, out: Optional[Path]) -> list[dict
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ganlab.sweep", description=__doc__,
+    ap = argparse.ArgumentParser(prog="ganlab sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("points", help="list the grid's points")

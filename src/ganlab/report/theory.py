@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ganlab.losses import get_loss
+from ganlab.engine.losses import get_loss
 
 XY_START, XY_LR, XY_STEPS = (0.6, 0.7), 0.1, 499  # Appendix D's run
 

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from ganlab.config import Variant, VariantData
 from ganlab.data.load import TOY, Dataset
+from ganlab.engine.gan import GAN, build_gan, generate
 from ganlab.io import h5_error, load_state_dict, rebuild_command
-from ganlab.train import GAN, build_gan, generate
 
 MNIST_SIZE = 28
 

@@ -32,7 +32,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ganlab.config import ConfigError, Variant
-from ganlab.train import GAN, Draws, Logger, Steps, draw, iteration, resolve_device
+from ganlab.engine.gan import GAN
+from ganlab.engine.runners import Logger, Steps
+from ganlab.engine.settings import resolve_device
+from ganlab.engine.step import Draws, draw, iteration
 
 
 def check(cfg: Variant, name: str) -> None:

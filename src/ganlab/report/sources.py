@@ -24,13 +24,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from ganlab.data.toy import PATTERN
+
 Value = Union[float, tuple[float, ...], None]
 
 BOOK = "Rashid, Make Your First GAN With PyTorch (2020)"
 CS231N = "CS231n 2020 assignment 3, a student's logged run (for orientation only)"
 
 BOOK_1010_OUTPUT = (0.9387, 0.0527, 0.9389, 0.0474)  # notebook 06's final G(0.5)
-PATTERN = (1.0, 0.0, 1.0, 0.0)
 
 
 # Every variant the project reproduces, with where it comes from: the report names those that did not run.
@@ -122,7 +123,7 @@ class Stated:
 
 
 def judge(s: Stated, ours: Measured, context: dict[str, Any]) -> Verdict:
-    """The verdict on one entry, given our number and our run's context (report.run_context: device, batch_size,
+    """The verdict on one entry, given our number and our run's context (report.claims.run_context: device, batch_size,
     n_train, epochs, long_enough, full_run; `<key>_why` says in words why a condition is false)."""
     if ours is None or (isinstance(ours, dict) and not ours):
         return Verdict(MISSING, "we have no number for it (the stage did not run, or does not measure it)")

@@ -7,7 +7,7 @@ is listed as missing, never an error, so the report builds from any subset of va
 without CelebA). Pictures and charts go to reports/img/, so both files open from the file system.
 
 This module computes everything (numbers, verdicts, charts) into one context; the Jinja2 templates in
-ganlab/templates/ only lay it out, the HTML page and the Markdown text from the same context. Every scalar of
+ganlab/report/templates/ only lay it out, the HTML page and the Markdown text from the same context. Every scalar of
 train.json and eval.json appears in a variant's details, so a new metric needs no template change.
 """
 
@@ -19,7 +19,6 @@ import platform
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -28,12 +27,13 @@ import numpy as np
 import yaml
 
 from ganlab.config import Params, flatten
+from ganlab.engine.losses import LOSSES
 from ganlab.figures import bar_chart, loss_overlay, xy_game_figure
-from ganlab.io import atomic_path, atomic_write, read_json
-from ganlab.losses import LOSSES
-from ganlab.sources import (CATALOG, HOLDS, MIN_TIMED_IMAGES, MISSING, STATED, UNLIKE, Stated, Verdict,
-                            judge)
-from ganlab.theory import XY_LR, XY_START, XY_STEPS, ideal_losses, xy_game, xy_radius_growth
+from ganlab.io import atomic_path, atomic_write
+from ganlab.report.claims import Claim, claims, recipe_overrides, run_context, tally, theory_values
+from ganlab.report.results import VariantResult, _json, _scalar, collect, fmt
+from ganlab.report.sources import CATALOG, HOLDS, MISSING, UNLIKE
+from ganlab.report.theory import XY_LR, XY_START, XY_STEPS, ideal_losses, xy_game, xy_radius_growth
 
 CLASSIFIERS = {  # metrics/classifier.json entry -> the book's network (variants.md A1)
     "mlp": "nb 03: Linear(784,200), Sigmoid, Linear(200,10), Sigmoid",
@@ -48,200 +48,7 @@ CHART_METRICS = {"fid_mnist": "FID, MNIST evaluator features", "kid_mnist": "KID
 FID_KEYS = ("fid_mnist", "fid_pixels16", "fid_gaussian")  # the headline's FID: the variant's own kind
 # Global overrides that change how fast or where a run goes, not what it computes: a run with only these set
 # still follows its source's recipe.
-NOT_RECIPE = {"device", "log_every", "checkpoint_every", "grid_size", "tf32", "cudnn_benchmark", "fused",
-              "compile", "cuda_graph", "channels_last"}
-SOURCE_DATA = {"mnist": ("mnist", "train_rows", 60_000), "celeba": ("celeba", "n_images", 20_000),
-               "celeba_full": ("celeba", "n_images", 20_000)}  # dataset -> params data key, the sources' size
 TEMPLATES = Path(__file__).parent / "templates"
-
-
-# --------------------------------------------------------------------------------------------------- inputs
-def _json(path: Path) -> Optional[dict[str, Any]]:
-    return read_json(path) if path.exists() else None
-
-
-@dataclass
-class VariantResult:
-    name: str
-    source: str
-    train: Optional[dict[str, Any]]
-    eval: Optional[dict[str, Any]]
-    losses_csv: Optional[Path]
-    pictures: list[Path] = field(default_factory=list)
-    progress: list[Path] = field(default_factory=list)
-
-    def values(self) -> dict[str, Any]:
-        """train.json, then eval.json over it (its final losses are means over the run's end, not the last row),
-        and the derived quantities the sources state."""
-        v: dict[str, Any] = {"source": self.source, **(self.train or {}), **(self.eval or {})}
-        if self.train:
-            v["peak_memory_gib"] = self.train["peak_memory_bytes"] / 2 ** 30
-            v["seconds_per_image"] = self.train["wall_time_s"] / max(self.train["images_seen"], 1)
-        return v
-
-
-def collect(params: Params, root: Path) -> list[VariantResult]:
-    """Every configured variant that left metrics, in params.yaml's order."""
-    out = []
-    for name in params.variants:
-        train, ev = _json(root / "metrics" / name / "train.json"), _json(root / "metrics" / name / "eval.json")
-        if train is None and ev is None:
-            continue
-        csv = root / "plots" / name / "losses.csv"
-        pics = sorted((root / "samples" / name / "sample").glob("*.png"))
-        progress = sorted((root / "samples" / name / "progress").glob("epoch_*.png"))
-        out.append(VariantResult(name, params.variant(name).source, train, ev, csv if csv.exists() else None, pics,
-                                 progress))
-    return out
-
-
-# --------------------------------------------------------------------------------------------------- formatting
-def fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, dict):
-        return "; ".join(f"{k} {fmt(x)}" for k, x in v.items())
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(fmt(x) for x in v) + "]"
-    if isinstance(v, bool) or isinstance(v, int) or isinstance(v, str):
-        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10_000 else str(v)
-    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
-
-
-def _scalar(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v)
-
-
-# --------------------------------------------------------------------------------------------------- run context
-def _device_kind(device: str) -> str:
-    return "cuda" if device.startswith("cuda") else device
-
-
-def recipe_overrides(raw: dict[str, Any]) -> dict[str, Any]:
-    """The global overrides set in params.yaml (model.*, train.*), as `section.key: value`: the header's list.
-    Which of them apply to a variant is the config's rule (`Params.overrides`)."""
-    return {f"{section}.{k}": v for section in ("model", "train") for k, v in (raw.get(section) or {}).items()
-            if v is not None}
-
-
-def run_context(params: Params, r: VariantResult) -> dict[str, Any]:
-    """What a source's claim needs to know about our run to say whether it is like the source's: the device kind,
-    batch size, training-set size, and whether ours trained the source's whole schedule with its recipe and data
-    (`full_run`, explained in words by `schedule`)."""
-    if r.train is None:
-        return {}
-    t = r.train
-    own_epochs = ((params.variants[r.name].get("train") or {}).get("epochs")) or params.variant(r.name).train.epochs
-    ctx: dict[str, Any] = {"device": _device_kind(t["device"]), "batch_size": t["batch_size"],
-                           "n_train": t["n_train"], "epochs": t["epochs_done"]}
-    why = []
-    if t["epochs_done"] < own_epochs:
-        why.append(f"trained {fmt(t['steps'])} steps = {t['epochs_done']:.3g} of the source's {own_epochs} "
-                   f"epoch{'s' if own_epochs != 1 else ''}")
-    changed = [o.key for o in params.overrides(r.name)
-               if o.key.split(".", 1)[1] not in NOT_RECIPE and o.key != "train.max_steps"]
-    if changed:
-        why.append("changed the recipe (" + ", ".join(changed) + ")")
-    dataset = params.variant(r.name).data.dataset
-    if dataset in SOURCE_DATA:
-        section, key, size = SOURCE_DATA[dataset]
-        have = getattr(getattr(params.data, section), key)
-        if have < size:
-            why.append(f"had {fmt(have)} of the full {fmt(size)} {dataset} images (data.{section}.{key})")
-    ctx["full_run"] = not why
-    ctx["schedule"] = "; ".join(why) if why else "trained the source's whole schedule"
-    ctx["full_run_why"] = f"the claim is about the end of the source's schedule; ours {ctx['schedule']}"
-    return {**ctx, **timed(t["images_seen"])}
-
-
-def timed(images: int) -> dict[str, Any]:
-    return {"long_enough": images >= MIN_TIMED_IMAGES,
-            "long_enough_why": f"ours timed {fmt(images)} images only, under the {fmt(MIN_TIMED_IMAGES)} it takes for "
-                               f"start-up costs not to dominate"}
-
-
-def classifier_context(params: Params, classifier: Optional[dict[str, Any]], name: str) -> dict[str, Any]:
-    m = (classifier or {}).get(name)
-    if not m:
-        return {}
-    n = classifier["n_train"]  # type: ignore[index]
-    return {"device": _device_kind(params.classifier.device), "batch_size": m["batch_size"], "n_train": n,
-            "epochs": m["epochs"], "full_run": True, **timed(m["epochs"] * n)}
-
-
-# --------------------------------------------------------------------------------------------------- claims
-def theory_values() -> dict[str, float]:
-    path = xy_game()
-    ideal = ideal_losses()
-    return {"ideal_bce": ideal["bce"], "ideal_mse": ideal["mse"],
-            "xy_radius_growth": float(np.hypot(*path[-1]) / np.hypot(*path[0]))}
-
-
-def measured(s: Stated, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]]) -> Any:
-    """Our value of the quantity a source states; for a claim about every variant, one value per variant."""
-    if s.subject.startswith("classifier."):
-        m = (classifier or {}).get(s.subject.split(".", 1)[1]) or {}
-        if s.quantity == "seconds_per_image" and m:
-            return m["wall_time_s"] / (m["epochs"] * classifier["n_train"])  # type: ignore[index]
-        return m.get(s.quantity)
-    if s.subject == "theory":
-        if s.quantity in theory_values():
-            return theory_values()[s.quantity]
-        return {r.name: r.values()[s.quantity] for r in results.values() if _scalar(r.values().get(s.quantity))}
-    if s.subject not in results:
-        return None
-    v = results[s.subject].values().get(s.quantity)
-    return tuple(v) if isinstance(v, list) else v
-
-
-@dataclass
-class Claim:
-    stated: Stated
-    ours: Any
-    verdict: Verdict
-    ran: bool  # the subject has metrics here
-
-    @property
-    def says(self) -> str:
-        s = self.stated
-        if s.value is None:
-            return s.note
-        value = fmt(s.value) + (" s" if s.quantity == "seconds_per_image" else "")
-        return value + (f" ({s.note})" if s.note else "")
-
-    @property
-    def measured(self) -> str:
-        if not self.ran:
-            return "not run"
-        return fmt(self.ours) + (" s" if self.stated.quantity == "seconds_per_image" and self.ours else "")
-
-    @property
-    def outcome_class(self) -> str:
-        return self.verdict.outcome.replace(" ", "-")
-
-
-def claims(params: Params, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]]) -> list[Claim]:
-    out = []
-    for s in STATED:
-        ours = measured(s, results, classifier)
-        if s.subject.startswith("classifier."):
-            ctx, ran = classifier_context(params, classifier, s.subject.split(".", 1)[1]), classifier is not None
-        elif s.subject == "theory":
-            ctx, ran = {}, True
-        else:
-            ran = s.subject in results
-            ctx = run_context(params, results[s.subject]) if ran else {}
-        verdict = judge(s, ours, ctx) if ran else Verdict(MISSING, "not run here")
-        out.append(Claim(s, ours, verdict, ran))
-    return out
-
-
-def tally(cs: list[Claim]) -> str:
-    """'1 holds, 2 not comparable' for a variant's claims."""
-    counts: dict[str, int] = {}
-    for c in cs:
-        counts[c.verdict.outcome] = counts.get(c.verdict.outcome, 0) + 1
-    return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no source claim"
 
 
 # --------------------------------------------------------------------------------------------------- header

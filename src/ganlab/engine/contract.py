@@ -1,0 +1,88 @@
+"""The run's contract: what a training run writes and where, and the port through which the loop reports to the
+outside world. Every stage that reads a run (evaluate, sample, the report, tracking) asks `RunPaths` where its files
+are, so the layout of models/, metrics/, plots/, samples/ and checkpoints/ is spelt once, here (dvc.yaml's outs
+spell the same folders; tests/test_pipeline.py runs them together)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ganlab.config import Variant
+
+LOG_COLUMNS = ("step", "epoch", "d_loss", "d_real", "d_fake", "d_gp", "g_loss", "d_x", "d_gz")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one variant's run keeps its files. `root` is the project (or a DVC experiment's copy of it)."""
+
+    name: str
+    root: Path = Path(".")
+    data_dir: Path = Path("data/processed")  # where <dataset>.h5 lives
+
+    @classmethod
+    def for_variant(cls, name: str, root: Path = Path("."), data_dir: Path = Path("data/processed")) -> "RunPaths":
+        return cls(name, Path(root), Path(data_dir))
+
+    @property
+    def models(self) -> Path:  # generator.pt, discriminator.pt
+        return self.root / "models" / self.name
+
+    @property
+    def metrics(self) -> Path:  # train.json, eval.json, headline.json
+        return self.root / "metrics" / self.name
+
+    @property
+    def plots(self) -> Path:  # losses.csv
+        return self.root / "plots" / self.name
+
+    @property
+    def progress(self) -> Path:  # the fixed-noise grid of every epoch (and, for vectors, its samples as CSV)
+        return self.root / "samples" / self.name / "progress"
+
+    @property
+    def pictures(self) -> Path:  # the sample stage's pictures
+        return self.root / "samples" / self.name / "sample"
+
+    @property
+    def checkpoints(self) -> Path:  # last.pt (persists across DVC runs so a killed run resumes)
+        return self.root / "checkpoints" / self.name
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def train_json(self) -> Path:
+        return self.metrics / "train.json"
+
+    @property
+    def eval_json(self) -> Path:
+        return self.metrics / "eval.json"
+
+    @property
+    def losses_csv(self) -> Path:
+        return self.plots / "losses.csv"
+
+
+class Tracker:
+    """What the loop tells the outside world; the default does nothing. (MLflow plugs in here.)"""
+
+    def start(self, cfg: Variant, resumed_run_id: Optional[str], total_steps: int = 0) -> Optional[str]:
+        return None
+
+    def log_rows(self, rows: list[dict[str, float]]) -> None: ...
+
+    def log_grid(self, epoch: int, step: int, grid: np.ndarray) -> None: ...
+
+    def log_outputs(self, paths: "RunPaths", cfg: Variant, data_shape: tuple[int, ...]) -> None: ...
+
+    def end(self, metrics: dict[str, Any], status: str) -> None: ...

@@ -1,0 +1,217 @@
+"""The training loop: `fit` trains one variant from its config, resumably, and writes its outputs.
+
+Every variant runs through `fit`. They differ only by config: the loss pair, how D is updated (`joint`: one step
+on real + fake terms, as CS231n and the DCGAN tutorial; `split`: the book's two steps, real then fake), `n_critic`,
+whether G steps on a fresh latent batch or on the D step's fake batch (`g_noise`), and the optimisers.
+
+A "step" consumes one real batch and updates D once; G is updated after every `n_critic` steps.
+All randomness of the loop (permutations, latents, labels, penalty interpolates) comes from one torch.Generator
+on the training device, saved in each checkpoint, so a killed run resumes to bitwise the same weights on CPU.
+
+A step's maths is `iteration`; `Steps` runs it eagerly (the default), `GraphedSteps` replays it as a captured CUDA
+graph (`train.cuda_graph`), drawing the same random numbers in the same order, so both give the same weights.
+The other speed settings (`tf32`, `cudnn_benchmark`, `fused`, `compile`, `precision`, `channels_last`) change
+kernels, not the schedule; all are off by default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from ganlab.config import ConfigError, Variant
+from ganlab.data.load import Dataset, load_dataset
+from ganlab.engine import mlp_steps
+from ganlab.engine.checkpoint import Progress, announce, resume
+from ganlab.engine.checkpoint import save as save_checkpoint
+from ganlab.engine.contract import LOG_COLUMNS, RunPaths, Tracker
+from ganlab.engine.distributed import Parallel
+from ganlab.engine.gan import GAN, build_gan, fixed_latent, generate
+from ganlab.engine.runners import Logger, Steps, step_runner
+from ganlab.engine.settings import cpu_threads, peak_memory, resolve_device, run_dtype, set_backends, training_threads
+from ganlab.images import make_grid, save_png
+from ganlab.io import atomic_torch_save, atomic_write
+
+
+def picture(data: Dataset, samples: Tensor) -> np.ndarray:
+    """Samples as a uint8 picture: an image grid, or for vectors one row per sample (values in [0,1] stretched)."""
+    if samples.dim() == 4:
+        return make_grid(data.unscale(samples))
+    v = samples.detach().float().cpu()
+    lo, hi = v.min(), v.max()
+    return ((v - lo) / (hi - lo + 1e-12) * 255).round().to(torch.uint8).numpy()
+
+
+def plan(cfg: Variant, n: int) -> tuple[int, int]:
+    """(steps per epoch, total steps)."""
+    b = cfg.train.batch_size
+    if b > n:
+        raise ConfigError(f"train.batch_size {b} is larger than the {n} training samples")
+    per_epoch = n // b if cfg.train.drop_last else math.ceil(n / b)
+    total = per_epoch * cfg.train.epochs
+    return per_epoch, min(total, cfg.train.max_steps or total)
+
+
+def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps, per_epoch: int, total: int,
+              ckpt: Optional[Path], tracker: Tracker, bar: tqdm) -> None:
+    t, b = gan.cfg.train, gan.cfg.train.batch_size
+    if prog.perm is None:  # a fresh epoch; a resumed one keeps the order it started with
+        n = len(data)
+        prog.perm = (torch.randperm(n, device=gan.rng.device, generator=gan.rng) if t.shuffle
+                     else torch.arange(n, device=gan.rng.device))
+    while prog.step < total and prog.step - prog.epoch * per_epoch < per_epoch:
+        i = prog.step - prog.epoch * per_epoch
+        steps(prog.perm[i * b:(i + 1) * b], g_step=(prog.step + 1) % t.n_critic == 0)
+        prog.step += 1
+        bar.update(1)
+        checkpoint = prog.step % t.checkpoint_every == 0 and prog.step < total
+        # Flush at checkpoints too, so a resumed run logs exactly the rows an uninterrupted one does.
+        if prog.step % t.log_every == 0 or prog.step == total or checkpoint:
+            row = log.flush(prog.step, prog.epoch + 1)
+            if row:
+                prog.rows.append(row)
+                tracker.log_rows([row])
+                bar.set_postfix(D=f"{row['d_loss']:.3f}", G=f"{row['g_loss']:.3f}",
+                                Dx=f"{row['d_x']:.2f}", DGz=f"{row['d_gz']:.2f}", refresh=False)
+        if checkpoint and ckpt is not None:  # None: a data-parallel rank other than 0
+            save_checkpoint(ckpt, gan, prog)
+
+
+def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
+        overrides: Optional[dict[str, Any]] = None, par: Optional[Parallel] = None) -> dict[str, Any]:
+    """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics.
+    train.json also records the effective config and the global `overrides` that shaped it ({key: value}).
+    `par`: this process's Parallel in a data-parallel run (train.nproc > 1), else None.
+
+    The order makes every kill recoverable: the checkpoint is marked complete (with the summary) before any
+    output is written or the MLflow run is finished, so a run killed after its last step finishes from there.
+    A `precision: fp64` run computes in float64 throughout (torch's default dtype for the run); its outputs load
+    into the usual float32 modules."""
+    with run_dtype(cfg.train.precision):
+        return _fit(cfg, name, paths, tracker, overrides, par)
+
+
+def _fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker, overrides: Optional[dict[str, Any]],
+         par: Optional[Parallel]) -> dict[str, Any]:
+    device = par.device if par else resolve_device(cfg.train.device)
+    if cfg.train.cuda_graph and device.type != "cuda":
+        raise ConfigError(f"train.cuda_graph is true but training runs on {device}: CUDA graphs need a CUDA "
+                          f"device; set train.cuda_graph: false (or run where a GPU is)")
+    if cfg.train.engine == "manual" and (why := mlp_steps.supported(cfg)):
+        raise ConfigError(f"train.engine is 'manual' but the hand-written step cannot run this variant: {why}; "
+                          f"set train.engine: auto")
+    set_backends(cfg.train)
+    data = load_dataset(cfg.data, paths.data_dir, device)
+    per_epoch, total = plan(cfg, len(data))
+    gan = build_gan(cfg, data.shape, device)
+    if par:
+        par.wrap(gan)
+    ckpt = paths.checkpoint
+    prog = resume(ckpt, gan) or Progress()
+    announce(name, prog, total, ckpt)
+    fixed_z, fixed_y = fixed_latent(gan)
+    writer = par is None or par.rank == 0  # only rank 0 writes outputs (and its tracker alone logs)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    prog.run_id = tracker.start(cfg, prog.run_id, total)
+    if prog.step == 0:  # the untrained generator's grid: step 0 of the tracker's image slider (no DVC output)
+        tracker.log_grid(0, 0, picture(data, generate(gan.G, fixed_z, fixed_y)))
+    if prog.rows:  # a resumed run's rows the store may lack (the tracker skips the steps it has)
+        tracker.log_rows(prog.rows)
+    try:
+        if not prog.complete:
+            train_steps(gan, data, prog, per_epoch, total, ckpt if writer else None, tracker, name, fixed_z,
+                        fixed_y, par)
+            prog.complete, prog.metrics = True, summary(cfg, name, prog, device, len(data), per_epoch)
+            prog.metrics.update(config=cfg.model_dump(mode="json"), overrides=overrides or {})
+            if writer:
+                save_checkpoint(ckpt, gan, prog)
+        prog.metrics["run_id"] = prog.run_id  # a finishing run's MLflow run may be new (the store lost the old one)
+        if writer:
+            write_outputs(gan, data, prog, prog.metrics, paths)
+        tracker.log_outputs(paths, cfg, data.shape)
+    except BaseException as exc:
+        tracker.end({}, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.end(prog.metrics, "FINISHED")
+    prog.finished = True
+    if writer:
+        save_checkpoint(ckpt, gan, prog)
+    return prog.metrics
+
+
+def train_steps(gan: GAN, data: Dataset, prog: Progress, per_epoch: int, total: int, ckpt: Optional[Path],
+                tracker: Tracker, name: str, fixed_z: Tensor, fixed_y: Optional[Tensor], par: Optional[Parallel] = None) -> None:
+    """The loop from `prog` to the last step; `prog.wall_s` adds this segment's time to the earlier ones'.
+    `ckpt` None: a data-parallel rank other than 0, which writes no checkpoint."""
+    cfg, device = gan.cfg, gan.rng.device
+    log = (par.logger if par else Logger)(name, device)
+    prog.start_clock()
+    steps = par.steps(gan, data, log) if par else step_runner(gan, data, log)  # capture fails the run too
+    with cpu_threads(training_threads(cfg.train, device)):
+        while prog.step < total:
+            with tqdm(total=min(per_epoch, total - prog.epoch * per_epoch),
+                      initial=prog.step - prog.epoch * per_epoch,
+                      desc=f"{name} epoch {prog.epoch + 1}/{cfg.train.epochs}", file=sys.stderr,
+                      mininterval=1.0, dynamic_ncols=True) as bar:
+                run_epoch(gan, data, prog, log, steps, per_epoch, total, ckpt, tracker, bar)
+            end_epoch(gan, data, prog, fixed_z, fixed_y, tracker)
+    prog.stop_clock()
+
+
+def end_epoch(gan: GAN, data: Dataset, prog: Progress, z: Tensor, y: Optional[Tensor], tracker: Tracker) -> None:
+    """Record the fixed-noise samples of the epoch just finished (or cut short by max_steps) and move on."""
+    samples = generate(gan.G, z, y)
+    epoch = prog.epoch + 1
+    prog.grids[epoch] = picture(data, samples)
+    if samples.dim() == 2:
+        prog.samples[epoch] = samples.cpu().tolist()
+    tracker.log_grid(epoch, prog.step, prog.grids[epoch])
+    prog.epoch, prog.perm = epoch, None
+
+
+def images_trained(cfg: Variant, n: int, per_epoch: int, steps: int) -> int:
+    """Real images consumed by `steps` steps, exactly: an epoch is n images, or per_epoch full batches when
+    drop_last drops the partial one; a short last batch (drop_last: false) counts its true size."""
+    b = cfg.train.batch_size
+    per_pass = per_epoch * b if cfg.train.drop_last else n
+    full, rest = divmod(steps, per_epoch)
+    return full * per_pass + min(rest * b, per_pass)
+
+
+def summary(cfg: Variant, name: str, prog: Progress, device: torch.device, n: int,
+            per_epoch: int) -> dict[str, Any]:
+    """train.json. `epochs_done` is steps / steps per epoch (a run cut by max_steps ends inside an epoch), so an
+    epoch whose partial batch drop_last drops still counts as one; `images_seen` counts the images really used."""
+    last = prog.rows[-1]
+    images = images_trained(cfg, n, per_epoch, prog.step)
+    mem, mem_kind = peak_memory(device)
+    return {"variant": name, "d_loss": last["d_loss"], "g_loss": last["g_loss"], "d_x": last["d_x"],
+            "d_gz": last["d_gz"], "steps": prog.step, "epochs": prog.epoch,
+            "steps_per_epoch": per_epoch, "epochs_done": round(prog.step / per_epoch, 4), "n_train": n,
+            "batch_size": cfg.train.batch_size, "images_seen": images,
+            "wall_time_s": round(prog.wall_s, 3), "images_per_s": round(images / max(prog.wall_s, 1e-9), 1),
+            "peak_memory_bytes": mem, "peak_memory_kind": mem_kind, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "run_id": prog.run_id}
+
+
+def write_outputs(gan: GAN, data: Dataset, prog: Progress, metrics: dict[str, Any], paths: RunPaths) -> None:
+    for net, fname in ((gan.G, "generator.pt"), (gan.D, "discriminator.pt")):
+        atomic_torch_save(net.state_dict(), paths.models / fname)
+    atomic_write(paths.train_json, json.dumps(metrics, indent=2) + "\n")
+    lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r[c]:.6g}" for c in LOG_COLUMNS) for r in prog.rows]
+    atomic_write(paths.losses_csv, "\n".join(lines) + "\n")
+    for epoch, grid in prog.grids.items():
+        save_png(grid, paths.progress / f"epoch_{epoch:03d}.png")
+    for epoch, rows in prog.samples.items():
+        atomic_write(paths.progress / f"epoch_{epoch:03d}.csv",
+                     "\n".join(",".join(f"{v:.6g}" for v in r) for r in rows) + "\n")
