@@ -172,6 +172,7 @@ def _group(item: pytest.Item) -> Optional[str]:
     return item.module.__name__ if shared else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         group = _group(item)
