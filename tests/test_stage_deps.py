@@ -106,3 +106,11 @@ def test_no_arrow_back_up_the_pipeline():
     circles = [(a, b) for a, deps in graph.items() for b in deps if a != b and a in graph.get(b, set())
                and not b.endswith("__init__.py")]
     assert not circles, f"modules that import each other: {circles}"
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_every_code_dependency_exists(name):
+    """A dependency on code that is not there (a folder moved away) fails `dvc repro` at that stage only."""
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in stage_body(stages()[name]).get("deps", [])]
+    missing = [d for d in deps if d.startswith(("src/", "stages/")) and not (REPO / d).exists()]
+    assert not missing, f"{name} depends on code that does not exist: {missing}"
