@@ -25,6 +25,7 @@ import os
 import pickle
 import re
 import socket
+import stat
 import sys
 import tempfile
 import warnings
@@ -242,6 +243,33 @@ def read_table(path: Path, columns: Sequence[str], rebuild: Optional[str] = None
     if frame.empty:
         raise bad_file(path, "holds no rows", rebuild)
     return frame
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_png(path: Path, root: Path, max_bytes: int, rebuild: Optional[str] = None) -> bytes:
+    """The bytes of a PNG the pipeline wrote under `root`, for copying on (the report, which MLflow uploads). A
+    planted link to a file elsewhere (~/.ssh/id_rsa, /etc/passwd), a device or fifo, a file that is not a PNG or
+    one larger than `max_bytes` is refused by name, before anything is read from it. A link that stays inside
+    `root` (DVC's symlink cache under .dvc/cache) is followed."""
+    path = Path(path)
+    real, inside = path.resolve(), Path(root).resolve()
+    if not real.is_relative_to(inside):
+        raise bad_file(path, f"refused: it leads outside the project (to {real}), and the report copies only "
+                       f"the pipeline's own pictures; remove it", rebuild)
+    st = real.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise bad_file(path, "refused: not a regular file; remove it", rebuild)
+    if st.st_size > max_bytes:
+        raise bad_file(path, f"refused: {st.st_size:,} bytes, more than the {max_bytes:,} a picture of the "
+                       f"pipeline takes", rebuild)
+    with open(real, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if not data.startswith(PNG_SIGNATURE) or len(data) > max_bytes:
+        raise bad_file(path, "refused: not a PNG (no PNG signature)" if not data.startswith(PNG_SIGNATURE)
+                       else "refused: it grew while read", rebuild)
+    return data
 
 
 def h5_error(path: Path, err: Exception, expected: Optional[str] = None) -> BadFile:
