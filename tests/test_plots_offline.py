@@ -42,6 +42,7 @@ def palette() -> list[tuple[int, int, int]]:
 def project(tmp_path_factory) -> Path:
     """The pipeline with the repository's DVC config and page template, and mnist_vanilla's loss log."""
     assert TEMPLATE.is_file(), f"{TEMPLATE} is missing: `make setup` writes it (ganlab plots-page)"
+    assert "Content-Security-Policy" in TEMPLATE.read_text(), f"{TEMPLATE} predates its CSP: rerun `make setup`"
     root = make_repo(tmp_path_factory.mktemp("plots"))
     for line in run(["dvc", "config", "--project", "--list"], REPO).stdout.split():
         key, _, value = line.partition("=")
