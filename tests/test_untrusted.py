@@ -96,6 +96,14 @@ def test_a_loss_name_that_would_leave_reports_is_refused(tmp_path):
         collect(PARAMS, root)
 
 
+def test_a_run_id_that_is_not_one_is_refused(tmp_path):
+    from ganlab.tracking.runs import check_training_run
+
+    (tmp_path / "train.json").write_text(json.dumps({"run_id": "../../../etc", "steps": 1}))
+    with pytest.raises(BadFile, match=r"train\.json: refused: its run_id '\.\./\.\./\.\./etc' is not an MLflow run"):
+        check_training_run(TrackingCfg(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"), tmp_path / "train.json")
+
+
 # --------------------------------------------------------------------------------------------------- 4. temporaries
 def test_links_planted_at_the_writers_temp_names_are_not_followed(tmp_path):
     """The old scheme's name is `<dest>.ganlab-tmp-<host>-<pid>`: a link there made the write land on its target."""

@@ -4,6 +4,7 @@ user loads its generator back (`load_generator`), and the report logs a run of i
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +43,9 @@ def log_onto_training_run(cfg: TrackingCfg, train_json: Path, metrics: dict[str,
     return run_id
 
 
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # what MLflow's stores create (uuid4().hex)
+
+
 def check_training_run(cfg: TrackingCfg, train_json: Path) -> str:
     """The training run that a later stage will write onto, checked before that stage's work starts."""
     return _training_run(cfg, train_json)[0]
@@ -55,6 +59,9 @@ def _training_run(cfg: TrackingCfg, train_json: Path) -> tuple[str, int]:
     if not run_id:
         raise FileNotFoundError(f"{train_json} names no MLflow run (run_id is empty): retrain the variant with "
                                 f"stages/train.py, which records its run")
+    if not (isinstance(run_id, str) and RUN_ID.fullmatch(run_id)):  # it becomes part of store paths and URLs
+        raise BadFile(f"{train_json}: refused: its run_id {str(run_id)[:80]!r} is not an MLflow run id (32 hex "
+                      f"digits); retrain the variant (dvc repro -f train@<variant>)")
     try:
         _client(cfg).get_run(run_id)
     except Exception as err:  # MlflowException: not in this store
