@@ -42,6 +42,7 @@ def palette() -> list[tuple[int, int, int]]:
 def project(tmp_path_factory) -> Path:
     """The pipeline with the repository's DVC config and page template, and mnist_vanilla's loss log."""
     assert TEMPLATE.is_file(), f"{TEMPLATE} is missing: `make setup` writes it (ganlab plots-page)"
+    assert "Content-Security-Policy" in TEMPLATE.read_text(), f"{TEMPLATE} predates its CSP: rerun `make setup`"
     root = make_repo(tmp_path_factory.mktemp("plots"))
     for line in run(["dvc", "config", "--project", "--list"], REPO).stdout.split():
         key, _, value = line.partition("=")
@@ -81,8 +82,8 @@ def open_offline(page_file: Path, screenshot: str, charts: int) -> dict:
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(page_file.as_uri(), wait_until="load")
         if charts:
-            page.wait_for_function(f"document.querySelectorAll('.vega-embed canvas.marks').length >= {charts}",
-                                   timeout=15_000)
+            # a selector, not wait_for_function: the page's CSP forbids eval, which a predicate runs through
+            page.locator(".vega-embed canvas.marks").nth(charts - 1).wait_for(timeout=15_000)
         else:
             page.wait_for_timeout(1000)  # time for any late script to draw
         # every pixel of every canvas, as (r, g, b, a) bytes, and the canvas's width
@@ -91,9 +92,10 @@ def open_offline(page_file: Path, screenshot: str, charts: int) -> dict:
             let s = ''; for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode(...d.subarray(i, i + 8192));
             return [btoa(s), c.width]; })""")
         embeds = page.locator(".vega-embed").count()
+        title, refused = page.title(), page.locator(".ganlab-refused").all_inner_texts()
         page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
         browser.close()
-    return {"outside": outside, "errors": errors, "embeds": embeds,
+    return {"outside": outside, "errors": errors, "embeds": embeds, "title": title, "refused": refused,
             "canvases": [(base64.b64decode(p), w) for p, w in canvases]}
 
 
@@ -109,7 +111,7 @@ def test_plain_dvc_plots_show_renders_offline(project):
     page = project / "dvc_plots" / "index.html"
     assert page.as_uri() in proc.stdout
     html = page.read_text()
-    charts = html.count("vegaEmbed(")  # one per plot definition that has data (dvc.yaml's `plots:`)
+    charts = html.count("vegaEmbed('#")  # DVC's call, one per plot definition that has data (dvc.yaml's `plots:`)
     assert "cdn.jsdelivr.net" not in html and charts >= 1
 
     seen = open_offline(page, "dvc_plots_offline.png", charts=charts)
@@ -124,6 +126,37 @@ def test_plain_dvc_plots_show_renders_offline(project):
         height_px, width_px = np.ptp(drawn, axis=0)
         assert 250 <= width_px and 100 <= height_px, (width_px, height_px)
         assert len(colour_pixels(rgba, width, colours[1])) < 20
+
+
+HOSTILE = "</script><script>document.title='pwned'</script>"
+
+
+def test_a_script_in_a_plots_csv_cell_does_not_run(project, tmp_path):
+    """dvc-render pastes every cell unescaped into an inline <script>: a teammate's losses.csv with a cell that
+    closes it and opens its own. The page's CSP runs only its own hashed scripts; the broken plot says so in its
+    place and the good one still draws. The control: the same page without the CSP runs the cell's script."""
+    import shutil
+
+    root = shutil.copytree(project, tmp_path / "hostile", symlinks=True)
+    good = root / "plots" / "mnist_vanilla" / "losses.csv"
+    lines = good.read_text().splitlines()
+    d_loss = lines[0].split(",").index("d_loss")
+    evil = lines[2].split(",")
+    evil[d_loss] = HOSTILE
+    bad = root / "plots" / "mnist_lsgan" / "losses.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("\n".join([*lines[:2], ",".join(evil), *lines[3:]]) + "\n")
+    run(["dvc", "plots", "show"], root)
+    page = root / "dvc_plots" / "index.html"
+    assert HOSTILE in page.read_text()  # DVC pasted it as is: the attack reaches the page
+    seen = open_offline(page, "dvc_plots_hostile_cell.png", charts=1)
+    assert seen["title"] == "DVC Plot" and seen["errors"] == [] and seen["outside"] == []
+    assert len(seen["refused"]) == 1 and "its data broke the page" in seen["refused"][0]
+    assert seen["embeds"] == 1 and len(seen["canvases"]) == 1  # mnist_vanilla's plot still draws
+
+    no_csp = page.with_name("no_csp.html")
+    no_csp.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page.read_text(), count=1))
+    assert open_offline(no_csp, "dvc_plots_hostile_cell_no_csp.png", charts=0)["title"] == "pwned"
 
 
 def test_control_dvc_default_page_is_blank_offline(project):

@@ -14,6 +14,7 @@ every stage loads all of it (`load_params`); split, a reader would hop between f
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -41,12 +42,28 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+# A user name or password in a URL would sit in params.yaml, in every pushed experiment and in the report's header
+# (uploaded to MLflow): each client reads its secrets from the environment (or ~/.netrc) instead.
+DATA_SECRETS = ("put the credentials in ~/.netrc (machine <host> login <user> password <secret>), which the "
+                "downloader (requests) reads; for an S3 store, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+TRACKING_SECRETS = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the "
+                    "environment, which MLflow reads; its S3 artifact store reads AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY")
+
+
+def _no_userinfo(value: str, how: str) -> None:
+    if "@" in urlparse(value).netloc:
+        raise ValueError(f"the URL holds a user name or password (before '@'), which would be stored in "
+                         f"params.yaml, every pushed experiment and the report; remove it and {how}")
+
+
 def _check_url(value: Optional[str]) -> Optional[str]:
     if value is None:
         return value
     scheme = urlparse(value).scheme
     if scheme not in URL_SCHEMES:
         raise ValueError(f"URL scheme {scheme!r} is not supported; use one of {', '.join(URL_SCHEMES)}")
+    _no_userinfo(value, DATA_SECRETS)
     return value
 
 
@@ -328,6 +345,8 @@ def _check_tracking_uri(value: Optional[str]) -> Optional[str]:
     if value is None:
         return value
     url = urlparse(value)
+    if url.scheme in URL_SCHEMES:
+        _no_userinfo(value, TRACKING_SECRETS)
     ok = (url.scheme == "sqlite" and value.startswith("sqlite:///") and len(value) > len("sqlite:///")
           and not value.endswith("/")) or (url.scheme in URL_SCHEMES and bool(url.hostname) and " " not in value)
     if not ok:
@@ -400,6 +419,79 @@ class SampleCfg(Strict):
     per_digit: PosInt = 8  # conditional variants: samples per digit row
 
 
+# --------------------------------------------------------------------------------------------------- limits
+class LimitsCfg(Strict):
+    """The largest sizes params.yaml may ask for: each one allocates memory or starts processes, so a typo (or a
+    teammate's experiment) asking for 1e12 is refused with the key, its value and the limit before anything
+    allocates. Each limit is generous for this curriculum and below what one machine holds; raise it here when
+    yours holds more."""
+
+    batch_size: PosInt = 65_536  # rows of a batch (train, eval, classifier): 65,536 64x64x3 images are 3 GB fp32
+    width: PosInt = 16_384  # nz, each hidden layer, ngf/ndf, n_classes, eval.chunk: a 16,384² layer is 1 GiB fp32
+    layers: PosInt = 64  # entries of g_hidden and d_hidden
+    image_size: PosInt = 1024  # data.image_size: one 1024x1024x3 image is 12 MB fp32, 64 of them 0.8 GB
+    samples: PosInt = 1_000_000  # eval.n_samples, grids, data set sizes and limits: 1e6 MNIST images are 3 GB fp32
+    processes: PosInt = 256  # train.nproc (torchrun starts that many), threads, JPEG workers
+    parameters: PosInt = 500_000_000  # a generator's parameters, checked before it is built (2 GB in fp32)
+    file_bytes: PosInt = 4 << 30  # a downloaded model's files (load_generator); download.chunk_bytes
+
+
+# Which key is bounded by which limit, as paths into a variant and into params.yaml. A list is bounded entry by
+# entry, and its length by `layers`.
+VARIANT_LIMITS = {("data", "image_size"): "image_size", ("data", "limit"): "samples", ("model", "nz"): "width",
+                  ("model", "g_hidden"): "width", ("model", "d_hidden"): "width", ("model", "ngf"): "width",
+                  ("model", "ndf"): "width", ("model", "n_classes"): "width", ("train", "batch_size"): "batch_size",
+                  ("train", "grid_size"): "samples", ("train", "nproc"): "processes",
+                  ("train", "threads"): "processes"}
+PARAMS_LIMITS = {("eval", "n_samples"): "samples", ("eval", "batch_size"): "batch_size", ("eval", "chunk"): "width",
+                 ("eval", "kid_subset_size"): "samples", ("sample", "grid_size"): "samples",
+                 ("sample", "per_digit"): "samples", ("classifier", "limit"): "samples",
+                 ("classifier", "mlp", "batch_size"): "batch_size",
+                 ("classifier", "mlp_refined", "batch_size"): "batch_size",
+                 ("classifier", "cnn", "batch_size"): "batch_size", ("data", "mnist", "train_rows"): "samples",
+                 ("data", "mnist", "test_rows"): "samples", ("data", "celeba", "n_images"): "samples",
+                 ("data", "celeba", "workers"): "processes", ("data", "toy", "pattern_1010_size"): "samples",
+                 ("data", "toy", "gaussian_2d_size"): "samples", ("data", "download", "chunk_bytes"): "file_bytes"}
+
+
+def limit_errors(cfg: BaseModel, table: dict[tuple[str, ...], str], limits: LimitsCfg, prefix: str) -> list[str]:
+    """One line per value of `cfg` above its limit: the key, the value, the limit and how to change it."""
+    lines = []
+    for path, limit in table.items():
+        node: Any = cfg
+        for part in path:
+            node = getattr(node, part, None)
+        key, cap = ".".join(p for p in (prefix, *path) if p), getattr(limits, limit)
+        if isinstance(node, list) and len(node) > limits.layers:
+            lines.append(_over(key, f"{len(node)} entries", limits.layers, "layers"))
+        values = node if isinstance(node, list) else [node]
+        big = [(i, v) for i, v in enumerate(values) if isinstance(v, int) and v > cap]
+        if big:  # a list names its first entry over the limit (and how many are)
+            i, v = big[0]
+            shown = f"{v:_}" + (f" ({len(big)} entries over the limit)" if len(big) > 1 else "")
+            lines.append(_over(f"{key}[{i}]" if isinstance(node, list) else key, shown, cap, limit))
+    return lines
+
+
+def _over(key: str, value: str, cap: int, limit: str) -> str:
+    return (f"params.yaml: {key} = {value}: above the limit {cap:_} (limits.{limit}), more than one machine "
+            f"holds; lower it, or raise limits.{limit} in params.yaml if yours holds more")
+
+
+# Variant names go into shell commands (dvc.yaml's `cmd: ... ${key}`), paths (models/<name>/) and MLflow filter
+# strings (tags.variant = '<name>'): only what is inert in all three.
+VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def _check_name(name: str) -> None:
+    if not VARIANT_NAME.fullmatch(name):
+        hint = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "my_variant"
+        raise ConfigError(f"params.yaml: variants.{name!r}: the name is refused: variant names go into shell "
+                          f"commands (dvc.yaml), file paths and MLflow filters, so a name is a lower-case letter "
+                          f"and then up to 63 lower-case letters, digits or underscores ({VARIANT_NAME.pattern}); "
+                          f"rename it, e.g. to {hint[:64] if hint[0].isalpha() else 'v_' + hint[:62]!r}")
+
+
 class Params(Strict):
     data: DataCfg
     tracking: TrackingCfg = TrackingCfg()
@@ -408,6 +500,7 @@ class Params(Strict):
     classifier: ClassifierCfg = ClassifierCfg()
     eval: EvalCfg = EvalCfg()
     sample: SampleCfg = SampleCfg()
+    limits: LimitsCfg = LimitsCfg()
     variants: dict[str, dict[str, Any]]  # validated one by one, after the overrides, by `variant()`
 
     def variant(self, name: str) -> Variant:
@@ -421,7 +514,11 @@ class Params(Strict):
             raw[section] = {**(raw.get(section) or {}), key: o.value}
         if self._gp_unused(name):  # a global loss override leaves the variant's own gp_lambda without a use
             raw["model"] = {k: v for k, v in raw["model"].items() if k != "gp_lambda"}
-        return _validate(Variant, raw, prefix=f"variants.{name}")
+        variant = _validate(Variant, raw, prefix=f"variants.{name}")
+        over = limit_errors(variant, VARIANT_LIMITS, self.limits, f"variants.{name}")
+        if over:
+            raise ConfigError("\n".join(over))
+        return variant
 
     def _gp_unused(self, name: str) -> bool:
         own = (self.variants.get(name) or {}).get("model") or {}
@@ -467,6 +564,14 @@ def _plain(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
+def _redact(value: Any) -> Any:
+    """A URL's password is not repeated into terminals and CI logs by the error that refuses it."""
+    if isinstance(value, str) and "@" in urlparse(value).netloc:
+        url = urlparse(value)
+        return url._replace(netloc="***@" + url.netloc.rsplit("@", 1)[1]).geturl()
+    return value
+
+
 def _fmt_errors(err: ValidationError, prefix: str) -> str:
     lines = []
     for e in err.errors():
@@ -475,7 +580,7 @@ def _fmt_errors(err: ValidationError, prefix: str) -> str:
         loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and (p in FAMILIES or "[" in p))]
         key = ".".join(([prefix] if prefix else []) + loc)
         value = e.get("input")
-        shown = "(missing)" if e["type"] == "missing" else repr(value)
+        shown = "(missing)" if e["type"] == "missing" else repr(_redact(value))
         if isinstance(value, dict):
             shown = "{...}"
         msg = e["msg"].removeprefix("Value error, ")
@@ -505,7 +610,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{path}: not found; run from the repository root or pass --params") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    if isinstance(raw.get("variants"), dict):  # before anything reads a name (it becomes commands and paths)
+        for name in raw["variants"]:
+            _check_name(str(name))
     params = _validate(Params, raw)
+    over = limit_errors(params, PARAMS_LIMITS, params.limits, "")
+    if over:
+        raise ConfigError("\n".join(over))
     for name in params.variants:
         params.variant(name)  # fail on any variant's mistake, not only the one being run
     return params

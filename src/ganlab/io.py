@@ -3,9 +3,12 @@
 Writing: `atomic_write` (bytes or text) and `atomic_path` (a temporary path for writers that want a file name:
 h5py, torch.save, Pillow, matplotlib). The data goes to a temporary file in the target's folder, is fsync'ed and
 renamed over the target with os.replace, and the folder is fsync'ed: a reader sees the old file or the whole new
-one, never half of one, also after a crash. A temporary is named `<target>.ganlab-tmp-<host>-<pid>`; a process
-killed with SIGKILL cannot delete its own, so every write first deletes the temporaries of the same target left by
-dead processes of this host (never those of a live process, of another host, or files not named so).
+one, never half of one, also after a crash. A temporary is named `<target>.ganlab-tmp-<host>-<pid>.<random>` and
+created by `tempfile.mkstemp` (O_CREAT|O_EXCL|O_NOFOLLOW): a file or link planted in a shared folder under a name the
+writer might use is never opened or followed, since the name is not predictable and creation fails on anything
+that exists. A process killed with SIGKILL cannot delete its own, so every write first deletes the temporaries of
+the same target left by dead processes of this host (never those of a live process, of another host, or files not
+named so).
 
 Reading: checkpoints, models, data sets, logs and metrics can be planted, truncated or garbage (a shared disk, a
 `dvc pull`, a copied experiment, a crash). Tensors load with `torch.load(weights_only=True)` only, which refuses
@@ -22,7 +25,9 @@ import os
 import pickle
 import re
 import socket
+import stat
 import sys
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,12 +81,35 @@ def alive(pid: int) -> bool:
 
 
 def temp_path(dest: Path) -> Path:
-    return dest.with_name(f"{dest.name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}")
+    """Create a new empty temporary file next to `dest`, `<dest>.ganlab-tmp-<host>-<pid>.<8 random chars>`, and
+    return its path. mkstemp opens it with O_CREAT|O_EXCL|O_NOFOLLOW, so a link or file planted in the folder is
+    never written through, and the random part means no one can plant one under the name in advance. mkstemp makes
+    it 0600; it gets the mode a plain open() would give (0666 less the umask), so outputs stay readable by others."""
+    fd, name = tempfile.mkstemp(prefix=f"{dest.name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}.",
+                                dir=dest.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
+    return Path(name)
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask sets it, a race with other threads)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def clean_stale_temps(dest: Path) -> list[Path]:
-    """Delete the temporaries of `dest` left by dead processes of this host; returns what was deleted."""
-    pattern = re.compile(re.escape(dest.name + TMP_MARK) + r"(?P<host>.+)-(?P<pid>\d+)")
+    """Delete the temporaries of `dest` left by dead processes of this host; returns what was deleted. The names
+    of earlier versions (no random part) are recognised too."""
+    pattern = re.compile(re.escape(dest.name + TMP_MARK) + r"(?P<host>.+)-(?P<pid>\d+)(?:\.[a-z0-9_]+)?")
     removed = []
     for p in dest.parent.glob(glob.escape(dest.name + TMP_MARK) + "*"):
         m = pattern.fullmatch(p.name)
@@ -109,8 +137,8 @@ def commit(tmp: Path, dest: Path) -> None:
 
 @contextmanager
 def atomic_path(dest: Union[str, Path]) -> Iterator[Path]:
-    """A temporary path next to `dest` to write to; on success it replaces `dest` (fsync'ed), on failure it is
-    deleted and `dest` is left as it was."""
+    """A temporary path next to `dest` to write to (an empty file, created unpredictably and exclusively: see
+    `temp_path`); on success it replaces `dest` (fsync'ed), on failure it is deleted and `dest` is left as it was."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(dest)
@@ -124,8 +152,8 @@ def atomic_path(dest: Union[str, Path]) -> Iterator[Path]:
 
 def atomic_write(dest: Union[str, Path], data: Union[str, bytes]) -> Path:
     """Write `data` (text is UTF-8) to `dest` atomically."""
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    with atomic_path(dest) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW), "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
     return Path(dest)
 
 
@@ -215,6 +243,33 @@ def read_table(path: Path, columns: Sequence[str], rebuild: Optional[str] = None
     if frame.empty:
         raise bad_file(path, "holds no rows", rebuild)
     return frame
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_png(path: Path, root: Path, max_bytes: int, rebuild: Optional[str] = None) -> bytes:
+    """The bytes of a PNG the pipeline wrote under `root`, for copying on (the report, which MLflow uploads). A
+    planted link to a file elsewhere (~/.ssh/id_rsa, /etc/passwd), a device or fifo, a file that is not a PNG or
+    one larger than `max_bytes` is refused by name, before anything is read from it. A link that stays inside
+    `root` (DVC's symlink cache under .dvc/cache) is followed."""
+    path = Path(path)
+    real, inside = path.resolve(), Path(root).resolve()
+    if not real.is_relative_to(inside):
+        raise bad_file(path, f"refused: it leads outside the project (to {real}), and the report copies only "
+                       f"the pipeline's own pictures; remove it", rebuild)
+    st = real.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise bad_file(path, "refused: not a regular file; remove it", rebuild)
+    if st.st_size > max_bytes:
+        raise bad_file(path, f"refused: {st.st_size:,} bytes, more than the {max_bytes:,} a picture of the "
+                       f"pipeline takes", rebuild)
+    with open(real, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if not data.startswith(PNG_SIGNATURE) or len(data) > max_bytes:
+        raise bad_file(path, "refused: not a PNG (no PNG signature)" if not data.startswith(PNG_SIGNATURE)
+                       else "refused: it grew while read", rebuild)
+    return data
 
 
 def h5_error(path: Path, err: Exception, expected: Optional[str] = None) -> BadFile:

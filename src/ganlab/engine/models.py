@@ -183,3 +183,11 @@ def build_models(cfg: MlpModel | ConvModel, data_shape: tuple[int, ...]) -> tupl
 
 def n_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
+
+
+def count_parameters(cfg: MlpModel | ConvModel, data_shape: tuple[int, ...]) -> int:
+    """G's parameter count, without allocating it: built on the meta device (shapes, no memory), so a config from
+    elsewhere that asks for a 40 GB network is refused before anything is allocated (tracking.load_generator)."""
+    with torch.device("meta"):
+        G, _ = build_models(cfg, data_shape)
+    return n_params(G)

@@ -53,20 +53,48 @@ BUNDLES = (
 # dvc-render replaces these `{name}` strings anywhere in the template, our inlined scripts included.
 DVC_PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")
 
+# dvc-render writes each plot as `<div id="ID"><script>var spec = {JSON with every CSV cell}; vegaEmbed('#ID',
+# spec);</script></div>` without escaping `</script>` in the cells, so a cell of a teammate's losses.csv can close
+# that script and open its own. The page's Content-Security-Policy therefore runs only the scripts whose sha256 it
+# lists (the three bundles and LOADER); DVC's inline scripts, and anything a cell injects, never run. LOADER draws
+# the plots instead: it reads each DVC script as text, accepts exactly `var spec = <JSON>; vegaEmbed('#<its div>',
+# spec);`, parses the JSON with JSON.parse (data, never code) and embeds it with Vega's expression interpreter, so
+# no string is ever evaluated ('unsafe-eval' stays off). A plot whose script a cell broke says so in its place.
+LOADER = """
+document.addEventListener('DOMContentLoaded', function () {
+  var form = /^\\s*var spec = ([\\s\\S]*);\\s*vegaEmbed\\('#([A-Za-z0-9_-]+)', spec\\);\\s*$/;
+  document.querySelectorAll('body div[id]').forEach(function (div) {
+    var scripts = div.querySelectorAll(':scope > script'), m = null, spec = null;
+    if (scripts.length === 0) return;  // not a plot of DVC's
+    if (scripts.length === 1) m = form.exec(scripts[0].textContent);  // a cell that opened more: refused
+    if (m && m[2] === div.id) {
+      try { spec = JSON.parse(m[1]); } catch (e) { spec = null; }
+    }
+    if (spec === null) {
+      div.textContent = 'Plot ' + div.id + ' was not drawn: its data broke the page (a cell that is not a ' +
+                        'number?). Check that plots CSV file.';
+      div.className = 'ganlab-refused';
+      return;
+    }
+    vegaEmbed(div, spec, {ast: true, expr: vega.expressionInterpreter});
+  });
+});
+"""
+
 PAGE = jinja2.Template("""<!DOCTYPE html>
 <html>
 <head>
     <meta charset="utf-8">
+    <meta http-equiv="Content-Security-Policy" content="{{ csp }}">
     {refresh_tag}
     <title>DVC Plot</title>
 {%- for b in bundles %}
     <!-- {{ b.name }} {{ b.version }} from the npm registry: {{ b.script }}. Licence: {{ b.licence_id }}.
 {{ b.licence }}
     -->
-    <script>
-{{ b.code }}
-    </script>
+    <script>{{ b.code }}</script>
 {%- endfor %}
+    <script>{{ loader }}</script>
     <style>
         table {
             border-spacing: 15px;
@@ -123,7 +151,16 @@ def render_page(tarballs: dict[str, Path]) -> str:
             licence = _member(tar, tarballs[b.name], "LICENSE", required=False)
         parts.append({"name": b.name, "version": b.version, "script": b.script, "licence_id": licence_id,
                       "code": _inlinable(code, f"{b.name} {b.script}"), "licence": _inlinable(licence, "LICENSE")})
-    return PAGE.render(bundles=parts)
+    return PAGE.render(bundles=parts, loader=LOADER, csp=policy([p["code"] for p in parts] + [LOADER]))
+
+
+def policy(scripts: list[str]) -> str:
+    """The page's Content-Security-Policy: only these inline scripts run (by their sha256), nothing is loaded or
+    sent anywhere (no script files, objects, forms, fetches or <base>); styles and images stay allowed, as Vega
+    draws with them."""
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts)
+    return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; img-src data: blob:; "
+            f"connect-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'")
 
 
 def npm_pack(dest: Path) -> dict[str, Path]:

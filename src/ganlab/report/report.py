@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import shutil
 import socket
 import subprocess
 from datetime import datetime, timezone
@@ -29,7 +28,7 @@ import yaml
 from ganlab.config import Params, flatten
 from ganlab.engine.losses import LOSSES
 from ganlab.figures import bar_chart, loss_overlay, xy_game_figure
-from ganlab.io import atomic_path, atomic_write
+from ganlab.io import atomic_write, read_png
 from ganlab.report.claims import Claim, claims, recipe_overrides, run_context, tally, theory_values
 from ganlab.report.results import VariantResult, _json, _scalar, collect, fmt
 from ganlab.report.sources import CATALOG, HOLDS, MISSING, UNLIKE
@@ -76,10 +75,14 @@ def header(root: Path, params_file: Path, raw: dict[str, Any], results: list[Var
 
 
 # --------------------------------------------------------------------------------------------------- figures
-def _copy(src: Path, dst: Path) -> Path:
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-    return dst
+# A picture of the pipeline (a 64-image grid of 64x64 RGB) is well under 1 MB; the cap only stops a planted
+# file from sending gigabytes to the tracking server with the report.
+MAX_PICTURE_BYTES = 32 << 20
+
+
+def _copy(src: Path, dst: Path, root: Path, variant: str) -> Path:
+    """A picture of `variant` into the report, refused by name when it is not the pipeline's own (io.read_png)."""
+    return atomic_write(dst, read_png(src, root, MAX_PICTURE_BYTES, f"dvc repro -f sample@{variant}"))
 
 
 def charts(results: list[VariantResult], img: Path) -> list[dict[str, str]]:
@@ -110,14 +113,14 @@ def charts(results: list[VariantResult], img: Path) -> list[dict[str, str]]:
     return out
 
 
-def pictures(results: list[VariantResult], img: Path) -> dict[str, list[dict[str, str]]]:
+def pictures(results: list[VariantResult], img: Path, root: Path) -> dict[str, list[dict[str, str]]]:
     """Each variant's pictures copied into img/<variant>/; the first is its sample grid (or the last
     training grid when stage sample did not run)."""
     out: dict[str, list[dict[str, str]]] = {}
     for r in results:
         pics = sorted(r.pictures, key=lambda p: p.name != "grid.png") or r.progress[-1:]
         out[r.name] = [{"src": f"img/{r.name}/{p.name}", "caption": f"{r.name}: {p.stem.replace('_', ' ')}"}
-                       for p in pics if _copy(p, img / r.name / p.name)]
+                       for p in pics if _copy(p, img / r.name / p.name, root, r.name)]
     return out
 
 
@@ -265,7 +268,7 @@ def build_report(params: Params, root: Path, out_dir: Path,
         "headline": {"columns": HEADLINE, "rows": [headline_row(r, per_variant[r.name]) for r in results]},
         "variants": [{"name": r.name, "source": r.source, "details": details(r), "claims": per_variant[r.name],
                       "context": run_context(params, r), "evaluated": r.eval is not None} for r in results],
-        "charts": charts(results, img), "pictures": pictures(results, img), "claims": cs,
+        "charts": charts(results, img), "pictures": pictures(results, img, root), "claims": cs,
         "outcomes": {"holds": HOLDS, "unlike": UNLIKE, "missing": MISSING}, "ideal_text": ideal_text(),
         "time_note": time_note(results), "inception_notes": inception_notes(results),
         "classifier": classifier, "classifier_rows": classifier_rows(classifier, cs),

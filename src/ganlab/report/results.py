@@ -10,11 +10,22 @@ from typing import Any, Optional
 
 from ganlab.config import Params
 from ganlab.engine.contract import RunPaths
-from ganlab.io import read_json
+from ganlab.engine.losses import LOSSES
+from ganlab.io import bad_file, read_json
 
 
 def _json(path: Path) -> Optional[dict[str, Any]]:
     return read_json(path) if path.exists() else None
+
+
+def _run_json(path: Path) -> Optional[dict[str, Any]]:
+    """train.json or eval.json, with every value that becomes part of a file name checked against what the
+    pipeline writes there: the report names a chart `losses_<loss>.png`, so a planted `x/../../evil` must not pass."""
+    value = _json(path)
+    if value is not None and "loss" in value and not (isinstance(value["loss"], str) and value["loss"] in LOSSES):
+        raise bad_file(path, f"refused: its loss {str(value['loss'])[:80]!r} is none of the pipeline's "
+                       f"({', '.join(LOSSES)})")
+    return value
 
 
 @dataclass
@@ -42,7 +53,7 @@ def collect(params: Params, root: Path) -> list[VariantResult]:
     out = []
     for name in params.variants:
         run = RunPaths.for_variant(name, root)
-        train, ev = _json(run.train_json), _json(run.eval_json)
+        train, ev = _run_json(run.train_json), _run_json(run.eval_json)
         if train is None and ev is None:
             continue
         csv = run.losses_csv
