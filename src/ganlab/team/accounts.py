@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 
 from ganlab.team.lab_config import ADMIN_USER, Lab, LabError, write_private
-from ganlab.team.services import ObjectStore
+from ganlab.team.services import ObjectStore, Relay
 
 ROLES = ("read", "edit")
 USER = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
@@ -106,5 +106,10 @@ def remove_user(lab: Lab, name: str) -> None:
     del people[name]
     write_s3_identities(lab, people)  # the S3 key goes first: no window where it works and MLflow's does not
     write_private(accounts_file(lab), json.dumps(people, indent=1) + "\n")
-    ObjectStore(lab).reload()
+    store = ObjectStore(lab)
+    if store.pid() is not None:  # SIGHUP adds identities but keeps removed ones: restart (a few seconds)
+        s = lab.secrets()
+        store.stop()
+        store.start()
+        Relay(lab).start(s["GANLAB_LAB_S3_ACCESS_KEY"], s["GANLAB_LAB_S3_SECRET_KEY"])
     _mlflow(lab, "DELETE", "/api/2.0/mlflow/users/delete", username=name)
