@@ -91,9 +91,9 @@ def check_backup(src: Path) -> dict[str, str]:
 def prepare_restore(lab: Lab, src: Path) -> dict[str, str]:
     """Check the backup and the target, then give the fresh lab the backup's keys."""
     digests = check_backup(src)
-    if lab.secrets_file.exists() or (lab.dir / "postgres").exists():
-        raise LabError(f"{lab.dir} holds a lab already; restore into a fresh one: set GANLAB_LAB_DIR to a new "
-                       f"folder (a restore never mixes two labs)")
+    if lab.dir.exists() and any(lab.dir.iterdir()):
+        raise LabError(f"{lab.dir} is not empty (it holds a lab already?); restore into a fresh lab: set "
+                       f"GANLAB_LAB_DIR to a new or empty folder (a restore never mixes two labs)")
     for name in ("secrets.env", "accounts.json"):
         if (src / name).exists():
             write_private(lab.dir / name, (src / name).read_text())

@@ -43,23 +43,25 @@ def up(lab: Lab, restore_from: Optional[Path] = None) -> None:
     started: list = []
     try:
         pg = Postgres(lab)
-        fresh = not (pg.data / "PG_VERSION").exists()
         pg.start(s["GANLAB_LAB_PG_PASSWORD"])
         started.append(pg)
-        if restore_from and fresh:
+        if restore_from:
             backup.restore_databases(lab, restore_from)
         accounts.write_s3_identities(lab, accounts.load(lab))
-        for service in (ObjectStore(lab), Relay(lab)):
-            started.append(service)
-            service.start(*([] if isinstance(service, ObjectStore) else
-                            [s["GANLAB_LAB_S3_ACCESS_KEY"], s["GANLAB_LAB_S3_SECRET_KEY"]]))
+        store, door = ObjectStore(lab), Relay(lab)
+        started += [store, door]
+        store.start()
+        door.start(s["GANLAB_LAB_S3_ACCESS_KEY"], s["GANLAB_LAB_S3_SECRET_KEY"])
         if digests is not None:
             backup.restore_objects(lab, restore_from, digests)
-        started.append(TrackingServer(lab))
-        started[-1].start(s)
+        server = TrackingServer(lab)
+        started.append(server)
+        server.start(s)
     except BaseException:
         for service in reversed(started):  # no half-started lab: what came up goes down again
             service.stop()
+        if restore_from:  # nor a half-restored one (prepare_restore checked the folder was new or empty)
+            shutil.rmtree(lab.dir, ignore_errors=True)
         raise
 
 

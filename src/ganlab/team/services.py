@@ -208,7 +208,8 @@ class Relay(Daemon):
                                f"GANLAB_LAB_S3_PORT")
             sock = ObjectStore(self.lab).socket
             cmd = [program("socat", "install Debian's socat (make services)"),
-                   f"TCP-LISTEN:{self.lab.s3_port},bind={self.lab.host},fork,reuseaddr,backlog=128", f"UNIX-CONNECT:{sock}"]
+                   f"TCP-LISTEN:{self.lab.s3_port},bind={self.lab.host},fork,reuseaddr,backlog=128",
+                   f"UNIX-CONNECT:{sock}"]
             proc = self.spawn(cmd, dict(os.environ), self.lab.dir)
         else:
             proc = None
