@@ -29,6 +29,7 @@ from ganlab.io import alive
 from ganlab.team.lab_config import (ADMIN_USER, PG_USER, START_TIMEOUT, Lab, LabError, as_postgres, pg_bin,
                                     port_free, private_dir, program, start_time, tail, wait, write_private)
 
+PROBE = ".ganlab-lab-ready"  # written and deleted once per start
 SETUP = "run `make setup` (the Python packages) and `make services` (Debian's postgresql and socat)"
 
 
@@ -195,8 +196,9 @@ class Relay(Daemon):
         s3 = boto3.client("s3", endpoint_url=self.lab.s3_endpoint, aws_access_key_id=access,
                           aws_secret_access_key=secret, region_name="us-east-1",
                           config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5))
-        try:
-            s3.head_bucket(Bucket=self.lab.bucket)
+        try:  # ready to write, not only to answer: right after a start the volumes may not take data yet
+            s3.put_object(Bucket=self.lab.bucket, Key=PROBE, Body=b"ready")
+            s3.delete_object(Bucket=self.lab.bucket, Key=PROBE)
             return True
         except (BotoCoreError, ClientError):
             return False
