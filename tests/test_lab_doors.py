@@ -79,6 +79,8 @@ def test_only_two_doors_and_a_private_folder(lab):
         with socket.socket() as s:
             s.settimeout(2)
             assert s.connect_ex((ip, port)) != 0 or (ip, port) in ours_listening, (ip, port)
+    # PostgreSQL admits one role, by password, through its socket: no other line
+    assert (lab.dir / "postgres" / "data" / "pg_hba.conf").read_text() == "local all ganlab scram-sha-256\n"
     # the folder: nothing for other users (the top folder lets group postgres pass, as root)
     top = stat.S_IMODE(lab.dir.stat().st_mode)
     assert top == (0o710 if os.geteuid() == 0 else 0o700), oct(top)

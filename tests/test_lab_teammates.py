@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -84,7 +85,8 @@ def test_teammates_reach_the_lab_by_name(lab, tmp_path):
     assert status == "FINISHED" and tags["dvc_exp_name"] == "by-name"
     assert metrics["train/steps"] == 10 and params["train.max_steps"] == "10"
     # a name the lab was not told of is refused (DNS rebinding), the lab's own name is answered
-    for name, code in ((LAB_NAME, 401), ("other-host", 403)):
+    for name, code in ((LAB_NAME, 401), (LAB_HOST, 401), (socket.gethostname(), 401), (socket.getfqdn(), 401),
+                       ("other-host", 403)):
         r = requests.get(f"http://{LAB_HOST}:{mlflow_port}/api/2.0/mlflow/experiments/search",
                          headers={"Host": f"{name}:{mlflow_port}"}, timeout=10)
         assert r.status_code == code, (name, r.status_code)

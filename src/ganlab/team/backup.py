@@ -51,6 +51,7 @@ def backup(lab: Lab, dest: Path) -> dict[str, int]:
         raise LabError(f"{dest} exists; give a new folder (a backup never overwrites another)")
     if not Postgres(lab).running():
         raise LabError("the lab is not running; start it (make lab-up): a backup reads from the live services")
+    shutil.rmtree(dest.with_name(f".{dest.name}.partial"), ignore_errors=True)  # a killed backup's remains
     work = private_dir(dest.with_name(f".{dest.name}.partial"))
     try:
         for db in DATABASES:
