@@ -101,6 +101,18 @@ def _s3(lab, keys: dict[str, str]):
                         aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
 
 
+def _iam(lab, keys: dict[str, str], action: str) -> requests.Response:
+    """An IAM call, signed with `keys`, at the S3 door (SeaweedFS serves IAM there unless told not to)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest("POST", lab.client["AWS_ENDPOINT_URL_S3"] + "/", data=f"Action={action}&UserName=mallory"
+                     "&Version=2010-05-08", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    SigV4Auth(Credentials(keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"]), "iam", "us-east-1").add_auth(req)
+    return requests.post(req.url, data=req.body, headers=dict(req.headers), timeout=10)
+
+
 def _denied(call) -> str:
     with pytest.raises(ClientError) as err:
         call()
@@ -163,6 +175,9 @@ def test_strangers_and_readers_read_and_change_nothing(lab, reader, monkeypatch)
     assert _denied(lambda: mine.delete_object(Bucket="ganlab", Key="doors/object")) == "AccessDenied"
     assert _denied(lambda: mine.create_bucket(Bucket="mine")) == "AccessDenied"
     assert s3_admin.get_object(Bucket="ganlab", Key="doors/object")["Body"].read() == b"kept"
+    for keys in ({"AWS_ACCESS_KEY_ID": "stranger", "AWS_SECRET_ACCESS_KEY": "guess"}, reader):  # no IAM API
+        for action in ("ListUsers", "CreateUser"):
+            assert _iam(lab, keys, action).status_code >= 400, action
     pre = requests.options(obj, timeout=10, headers={"Origin": EVIL, "Access-Control-Request-Method": "DELETE"})
     assert pre.headers.get("Access-Control-Allow-Origin") in (None, ""), pre.headers
 

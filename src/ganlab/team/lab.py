@@ -9,7 +9,8 @@
 Only two doors face the network, both on GANLAB_LAB_HOST: the MLflow server (basic auth) and the S3 gateway (S3
 signatures); PostgreSQL and SeaweedFS's own parts listen on no address anyone else can use (ganlab.team.services).
 The lab's folder is private: every folder 0700 (the top one 0710 with group `postgres` as root, so that PostgreSQL
-reaches its own folder), our files 0600 (SeaweedFS's .vif files are 0644, unreachable inside 0700 folders). Settings: ganlab.team.lab_config; accounts: ganlab.team.accounts; backups: ganlab.team.backup.
+reaches its own folder), our files 0600 (SeaweedFS's .vif files are 0644, unreachable inside 0700 folders).
+Settings: ganlab.team.lab_config; accounts: ganlab.team.accounts; backups: ganlab.team.backup.
 """
 
 from __future__ import annotations

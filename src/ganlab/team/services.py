@@ -169,7 +169,8 @@ class ObjectStore(Daemon):
                "sh", "-c", 'ip link set lo up && exec "$0" "$@"',  # the namespace's own loopback, for its parts
                program("weed", SETUP), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-bucket={self.lab.bucket}", "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-               "-webdav=false", "-admin.ui=false", f"-s3.config={self.config}", f"-s3.localSocket={self.socket}",
+               "-webdav=false", "-admin.ui=false", "-s3.iam=false",  # no doors we do not use: identities are s3.json's
+               f"-s3.config={self.config}", f"-s3.localSocket={self.socket}",
                f"-filer.localSocket={self.root / 'filer.sock'}", f"-s3.allowedOrigins={origins}",
                f"-filer.allowedOrigins={origins}"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
