@@ -28,9 +28,10 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "make test needs Chromium for the MLflow UI test: sudo apt-get install chromium" >&2; exit 1; }
 
-# The lab's services and the sweep test's one-node cluster: Debian's postgresql, slurm-wlm and munge; as root we
-# install what is missing, otherwise we say how.
+# The lab's services and the sweep test's one-node cluster: Debian's postgresql, socat (the S3 gateway's one door),
+# slurm-wlm and munge; as root we install what is missing, otherwise we say how.
 SERVICES_MISSING = $(strip $(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) \
+	$(if $(shell command -v socat),,socat) \
 	$(if $(shell command -v slurmctld),,slurm-wlm) $(if $(shell command -v munged),,munge))
 services:
 	@[ -z "$(SERVICES_MISSING)" ] || { [ "$$(id -u)" = 0 ] && \

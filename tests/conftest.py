@@ -215,63 +215,82 @@ def write_zip(path: Path, entries: dict[str, bytes], seed: int = 1) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------- the lab
-def _free(port: int) -> bool:
+LAB_HOST = "127.0.0.2"  # not 127.0.0.1: the lab must serve an address of its own, as a LAN address would be
+LAB_NAME = "lab-host"  # a name from the lab's settings (GANLAB_LAB_NAMES); tests resolve it in a mount namespace
+
+
+def _free(port: int, host: str = LAB_HOST) -> bool:
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
             return True
         except OSError:
             return False
 
 
-def lab_ports() -> dict[str, str]:
-    """Free loopback ports: SeaweedFS takes S3..S3+5 and each + 10000; PostgreSQL and MLflow one each."""
+def lab_ports(host: str = LAB_HOST) -> dict[str, str]:
+    """Free ports on `host` for S3 and MLflow; PostgreSQL's number only names its Unix socket."""
     rng = random.Random(os.getpid())
     for _ in range(200):
-        base = rng.randrange(20000, 45000, 10)
-        ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)] + [base + 7, base + 8]
-        if all(_free(p) for p in ports):
+        base = rng.randrange(20000, 60000, 10)
+        if _free(base, host) and _free(base + 8, host):
             return {"GANLAB_LAB_S3_PORT": str(base), "GANLAB_LAB_PG_PORT": str(base + 7),
                     "GANLAB_LAB_MLFLOW_PORT": str(base + 8)}
-    raise RuntimeError("no free loopback ports for the lab")
+    raise RuntimeError(f"no free ports on {host} for the lab")
+
+
+def parse_exports(text: str) -> dict[str, str]:
+    """`export K=V` lines (what `ganlab lab env` and `add-user` print) as a dict."""
+    return {k: shlex.split(v)[0] for k, v in (line.removeprefix("export ").split("=", 1)
+                                               for line in text.splitlines() if line.startswith("export "))}
 
 
 @dataclass
 class LabHandle:
     dir: Path
     env: dict[str, str]  # the lab's settings (GANLAB_LAB_*)
-    client: dict[str, str]  # what `ganlab lab env` prints: the tracking server, its credentials, S3
+    client: dict[str, str]  # what `ganlab lab env --admin` prints on the lab host: the server, the admin's keys
 
     @property
     def uri(self) -> str:
         return self.client["MLFLOW_TRACKING_URI"]
 
+    def lab(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """`ganlab lab ARGS` on the lab host."""
+        proc = subprocess.run([sys.executable, "-m", "ganlab.cli", "lab", *args], env={**env(), **self.env},
+                              capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"ganlab lab {' '.join(args)} failed:\n{proc.stderr}")
+        return proc
+
     def run_env(self, **extra: str) -> dict[str, str]:
-        """The environment of a teammate's command: the project's venv first, the lab's credentials, and
+        """The environment of a command on the lab host: the project's venv first, the admin's credentials, and
         tracking.uri left to params.yaml (no MLFLOW_TRACKING_URI)."""
         e = {**env(), **self.env, **self.client, **extra}
         e.pop("MLFLOW_TRACKING_URI")
         return e
 
 
+def start_lab(folder: Path, settings: dict[str, str]) -> LabHandle:
+    e = {**env(), **settings}
+    up = subprocess.run([sys.executable, "-m", "ganlab.cli", "lab", "up"], env=e, capture_output=True, text=True)
+    if up.returncode != 0:
+        pytest.fail(f"the lab did not start (ganlab lab up):\n{up.stderr}", pytrace=False)
+    out = subprocess.run([sys.executable, "-m", "ganlab.cli", "lab", "env", "--admin"], env=e, capture_output=True,
+                         text=True, check=True).stdout
+    return LabHandle(folder, settings, parse_exports(out))
+
+
 @pytest.fixture(scope="session")
 def lab() -> LabHandle:
     """PostgreSQL + SeaweedFS + the MLflow server, started once for the session with `ganlab lab up` in
-    a fresh folder on free loopback ports. A service that cannot start fails the tests that use it, with why."""
-    # not under pytest's 0700 temp root: as root, PostgreSQL runs as the `postgres` user, who must reach its folder
-    folder = Path(tempfile.mkdtemp(prefix="ganlab-lab-"))
-    os.chmod(folder, 0o755)
-    settings = {"GANLAB_LAB_DIR": str(folder), **lab_ports()}
-    e = {**env(), **settings}
-    up = subprocess.run([sys.executable, "-m", "ganlab.cli", "lab", "up"], env=e, capture_output=True, text=True)
+    a fresh folder, serving 127.0.0.2 on free ports. A service that cannot start fails the tests that use it."""
+    folder = Path(tempfile.mkdtemp(prefix="ganlab-lab-"))  # in /tmp: PostgreSQL's `postgres` user must reach it
+    settings = {"GANLAB_LAB_DIR": str(folder), "GANLAB_LAB_HOST": LAB_HOST, "GANLAB_LAB_NAMES": LAB_NAME,
+                **lab_ports()}
     try:
-        if up.returncode != 0:
-            pytest.fail(f"the lab did not start (ganlab lab up):\n{up.stderr}", pytrace=False)
-        out = subprocess.run([sys.executable, "-m", "ganlab.cli", "lab", "env"], env=e, capture_output=True, text=True,
-                             check=True).stdout
-        client = {k: shlex.split(v)[0] for k, v in (line.removeprefix("export ").split("=", 1)
-                                                       for line in out.splitlines())}
-        yield LabHandle(folder, settings, client)
+        yield start_lab(folder, settings)
     finally:
-        subprocess.run([sys.executable, "-m", "ganlab.cli", "lab", "down"], env=e, capture_output=True, text=True)
+        subprocess.run([sys.executable, "-m", "ganlab.cli", "lab", "down"], env={**env(), **settings},
+                       capture_output=True, text=True)
         shutil.rmtree(folder, ignore_errors=True)

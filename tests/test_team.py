@@ -95,7 +95,8 @@ def test_a_run_is_tracked_on_the_lab_server(team, lab, client):
     assert digest(local) == digest(alice / "models" / VARIANT / "generator.pt")
 
     # the rows in PostgreSQL, the objects in the bucket (behind the server: the client never had S3 keys)
-    with psycopg.connect(host="127.0.0.1", port=int(lab.env["GANLAB_LAB_PG_PORT"]), user="ganlab",
+    socket_dir = str(lab.dir / "postgres" / "socket")  # PostgreSQL's only door: a Unix socket, private
+    with psycopg.connect(host=socket_dir, port=int(lab.env["GANLAB_LAB_PG_PORT"]), user="ganlab",
                          password=lab_secrets(lab)["GANLAB_LAB_PG_PASSWORD"], dbname="mlflow") as conn:
         status = conn.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,)).fetchone()
         n_loss = conn.execute("SELECT count(*) FROM metrics WHERE run_uuid = %s AND key = 'train/d_loss'",

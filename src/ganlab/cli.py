@@ -1,6 +1,6 @@
 """The `ganlab` command (installed with the project): one entry point for the tools a user types.
 
-    ganlab lab up|down|status|env ...     the team's lab (ganlab.team.lab)
+    ganlab lab up|down|status|env|add-user|remove-user|backup|restore ...   the team's lab (ganlab.team.lab)
     ganlab sweep run|points|collect ...   sweeps across machines (ganlab.team.sweep)
     ganlab plots-page OUT                 the offline page template of `dvc plots show` (ganlab.report.plots_page)
 
@@ -13,7 +13,7 @@ from importlib import import_module
 from typing import Optional
 
 TOOLS = {  # name -> (module with main(argv), one line of help)
-    "lab": ("ganlab.team.lab", "the team's lab: PostgreSQL, S3 (SeaweedFS) and the MLflow server"),
+    "lab": ("ganlab.team.lab", "the team's lab: PostgreSQL, S3 (SeaweedFS), the MLflow server; accounts, backups"),
     "sweep": ("ganlab.team.sweep", "run, list and collect a sweep's points across machines"),
     "plots-page": ("ganlab.report.plots_page", "write the offline page template of `dvc plots show`"),
 }
