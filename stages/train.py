@@ -26,7 +26,7 @@ def main() -> int:
         cfg = params.variant(args.variant)
         distributed.check(cfg, args.variant)
         if not distributed.under_torchrun():  # the parent (or the only process) warns, not every rank
-            for warning in params.masking(args.variant):
+            if warning := params.masking_line([args.variant]):
                 print(f"train@{args.variant}: warning: {warning}", file=sys.stderr)
         if cfg.train.nproc > 1 and not distributed.under_torchrun():
             return distributed.launch(cfg.train.nproc, sys.argv)
