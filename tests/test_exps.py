@@ -25,7 +25,7 @@ def test_each_experiment_names_its_changes_and_each_variant_its_headline_numbers
     lines = text.splitlines()
     assert max(map(len, lines)) <= 80
     assert lines[0].split() == ["variant", "fid", "cover", "d", "g"]  # DEFAULT_KEYS order, only keys present
-    assert "main  0123456" in text
+    assert lines[1] == "workspace" and "main  0123456" in lines
     i = lines.index("bce  094c91c  model.loss=bce")
     assert lines[i + 1].split() == ["mnist_vanilla", "4.308", "10", "1.431", "1.083"]
     assert lines[-1].endswith("…") and len(lines[-1]) == 80  # a long title is cut, not wrapped

@@ -44,7 +44,8 @@ def rows(show: list[dict[str, Any]]) -> Iterator[tuple[str, str, dict[str, str],
             params = _params(entry)
             changed = {k: v for k, v in params.items() if base_params.get(k) != v} if entry is not base else {}
             rev = entry.get("rev") or ""
-            yield entry.get("name") or rev[:7], rev[:7] if rev != "workspace" else "", changed, _headline(entry)
+            short = rev if rev == "workspace" else rev[:7]
+            yield entry.get("name") or short, short, changed, _headline(entry)
 
 
 def _params(entry: dict[str, Any]) -> dict[str, Any]:
