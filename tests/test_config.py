@@ -159,7 +159,7 @@ def test_one_override_warning_per_run_lists_every_variant_it_masks(tmp_path):
     assert "\n" not in line and line.count("global train.epochs = 1 masks ") == 1
     for name, own in params.variants.items():  # every variant sets its own epochs; 1 already is no collision
         assert (f"variants.{name}.train.epochs = " in line) == (own["train"]["epochs"] != 1), name
-    assert "global model.loss = 'bce' masks variants.mnist_lsgan.model.loss = 'lsgan'" in line
+    assert line.count("global model.loss = 'bce' masks ") == 1 and "variants.mnist_lsgan.model.loss = 'lsgan'" in line
     assert "variants.mnist_vanilla.model.loss" not in line  # bce already: nothing masked
     assert "model.gp_lambda of mnist_wgan_gp" in line
     assert params.masking_line(["mnist_vanilla"]).count("masks") == 1  # epochs only; log_every 10 is its own
