@@ -20,7 +20,10 @@ def run_queued(root, name, steps):
 
 def test_a_queued_experiment_downloads_nothing_the_cache_holds(pipeline, http_server):  # noqa: F811
     root = pipeline((NAME,), max_steps=10, log_every=5, checkpoint_every=1000)
-    run(["dvc", "repro", f"train@{NAME}"], root)  # downloads once; dvc.lock not committed
+    first = run(["dvc", "repro", f"train@{NAME}"], root)  # downloads once; dvc.lock not committed
+    assert "is empty" not in first.stdout + first.stderr  # check_params' .keep markers hold a line
+    warned = [x for x in (first.stdout + first.stderr).splitlines() if "masks" in x]
+    assert [x.split(":")[0] for x in warned] == ["check_params", f"train@{NAME}"], warned  # one line each
     served = len(http_server.requests)
     http_server.files.clear()  # the server is gone: every request would fail (404)
 
