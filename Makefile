@@ -54,9 +54,8 @@ lab-status: setup
 
 # Browse every run: the MLflow UI on this repository's store, on http://127.0.0.1:5000; prints the link to the
 # training runs table (MLflow 3.17 opens every visitor in GenAI mode; the link's workflowType leaves it).
-ui: setup
-	@$(BIN)/python -c "from ganlab.tracking.store import runs_table_url; print('ganlab runs:', runs_table_url('http://127.0.0.1:5000'))"
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+ui: setup  # `mlflow ui` on the store, opening in model-training mode (ganlab.tracking.ui)
+	$(BIN)/ganlab ui --host 127.0.0.1 --port 5000
 
 # The speed suite on this machine's GPU (or CPU): bench/results/<device>.json and a table (bench/README.md).
 bench: setup

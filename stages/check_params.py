@@ -22,7 +22,7 @@ def main() -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", type=Path, default=Path("metrics/params_ok.json"))
     ap.add_argument("--touch", type=Path, nargs="*", default=[],
-                    help="empty files to create (folders that must exist for later stages' dependencies)")
+                    help="marker files to write (folders that must exist for later stages' dependencies)")
     args = ap.parse_args()
     try:
         params = load_params(args.params)
@@ -31,13 +31,11 @@ def main() -> int:
         print("check_params: nothing was run and no earlier result was removed; fix the value and run again",
               file=sys.stderr)
         return 1
-    for name in params.variants:
-        for warning in params.masking(name):
-            print(f"check_params: warning: {warning}", file=sys.stderr)
+    if warning := params.masking_line(list(params.variants)):
+        print(f"check_params: warning: {warning}", file=sys.stderr)
     atomic_write(args.out, VALID)
-    for path in args.touch:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+    for path in args.touch:  # one line, not empty: DVC warns about every empty output on every run
+        atomic_write(path, "keeps this folder for DVC (dvc.yaml stage check_params)\n")
     print(f"check_params: {args.params} is valid ({len(params.variants)} variants)", file=sys.stderr)
     return 0
 

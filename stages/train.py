@@ -3,20 +3,15 @@ the run in MLflow. With `train.nproc > 1` it re-runs itself under torchrun in th
 (ganlab.engine.distributed); rank 0 tracks and writes."""
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
 from ganlab.config import ConfigError, load_params
-from ganlab.engine import distributed
+from ganlab.engine import distributed, interrupt
 from ganlab.engine.contract import RunPaths, Tracker, TrainingDiverged
 from ganlab.engine.train import fit
 from ganlab.io import BadFile
 from ganlab.tracking.tracker import MlflowTracker
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")  # `dvc queue kill` sends SIGTERM: end the MLflow run as KILLED
 
 
 def main() -> int:
@@ -26,22 +21,27 @@ def main() -> int:
     ap.add_argument("--data-dir", type=Path, default=Path("data/processed"))
     ap.add_argument("--root", type=Path, default=Path("."), help="where models/ metrics/ plots/ samples/ go")
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, _terminate)
     try:
         params = load_params(args.params)
         cfg = params.variant(args.variant)
         distributed.check(cfg, args.variant)
         if not distributed.under_torchrun():  # the parent (or the only process) warns, not every rank
-            for warning in params.masking(args.variant):
+            if warning := params.masking_line([args.variant]):
                 print(f"train@{args.variant}: warning: {warning}", file=sys.stderr)
         if cfg.train.nproc > 1 and not distributed.under_torchrun():
             return distributed.launch(cfg.train.nproc, sys.argv)
+        # Ctrl-C, or SIGTERM from `dvc queue kill`: stop after the step, with a checkpoint there
+        interrupt.install(graceful=not distributed.under_torchrun())
         overrides = {o.key: o.value for o in params.overrides(args.variant)}
         tracker = (MlflowTracker(args.variant, params.tracking, stage=f"train@{args.variant}", overrides=overrides)
                    if distributed.is_writer() else Tracker())
         par = distributed.setup(cfg)  # None for one process; else this rank of train.nproc
         metrics = fit(cfg, args.variant, RunPaths.for_variant(args.variant, args.root, args.data_dir), tracker,
                       overrides, par)
+    except interrupt.Stopped as stop:  # one line, no traceback: where it stopped and how to go on
+        print(f"train@{args.variant}: {stop} (checkpoint {stop.checkpoint}); to resume, run: "
+              f"{interrupt.resume_hint(args.variant)}", file=sys.stderr)
+        return 130
     except (ConfigError, TrainingDiverged, FileNotFoundError, BadFile) as err:
         print(f"train@{args.variant}: error: {err}", file=sys.stderr)
         return 1

@@ -119,12 +119,12 @@ def free_port() -> int:
 
 def stage_in_process(script: str, argv: list[str], cwd: Path) -> int:
     """stages/<script>'s main() run in this process, in `cwd` (the stage's code as it is, without a Python and
-    MLflow start per call); the working directory, argv and SIGTERM handler are put back afterwards."""
+    MLflow start per call); the working directory, argv and SIGTERM and SIGINT handlers are put back afterwards."""
     import runpy
     import signal
 
     main = runpy.run_path(str(REPO / "stages" / script))["main"]
-    saved = os.getcwd(), sys.argv, signal.getsignal(signal.SIGTERM)
+    saved = os.getcwd(), sys.argv, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     os.chdir(cwd)
     sys.argv = [f"stages/{script}", *argv]
     try:
@@ -133,3 +133,4 @@ def stage_in_process(script: str, argv: list[str], cwd: Path) -> int:
         os.chdir(saved[0])
         sys.argv = saved[1]
         signal.signal(signal.SIGTERM, saved[2])
+        signal.signal(signal.SIGINT, saved[3])

@@ -147,3 +147,19 @@ def test_a_global_loss_override_leaves_gp_lambda_aside(tmp_path):
     assert params.variant("mnist_wgan_gp").model.gp_lambda is None  # bce: no penalty, and said so
     assert any("gp_lambda unused" in w for w in params.masking("mnist_wgan_gp"))
     assert "model.gp_lambda" not in {o.key for o in params.overrides("mnist_vanilla")}
+
+
+def test_one_override_warning_per_run_lists_every_variant_it_masks(tmp_path):
+    """`-S train.epochs=1` masks the epochs of every variant: one line per run, not one per variant and key."""
+    def edit(p):
+        p["train"].update(epochs=1, log_every=10)
+        p["model"]["loss"] = "bce"
+    params = load_edited(tmp_path, edit)
+    line = params.masking_line(list(params.variants))
+    assert "\n" not in line and line.count("global train.epochs = 1 masks ") == 1
+    for name, own in params.variants.items():  # every variant sets its own epochs; 1 already is no collision
+        assert (f"variants.{name}.train.epochs = " in line) == (own["train"]["epochs"] != 1), name
+    assert line.count("global model.loss = 'bce' masks ") == 1 and "variants.mnist_lsgan.model.loss = 'lsgan'" in line
+    assert "variants.mnist_vanilla.model.loss" not in line  # bce already: nothing masked
+    assert "model.gp_lambda of mnist_wgan_gp" in line
+    assert params.masking_line(["mnist_vanilla"]).count("masks") == 1  # epochs only; log_every 10 is its own

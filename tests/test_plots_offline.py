@@ -31,11 +31,7 @@ TEMPLATE = REPO / ".dvc" / "plots.html"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
-def palette() -> list[tuple[int, int, int]]:
-    """dvc-render's line colours, in the order it gives them to the plotted columns."""
-    from dvc_render.vega import OPTIONAL_ANCHOR_RANGES
-
-    return [tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in OPTIONAL_ANCHOR_RANGES["color"]]
+TABLEAU = [(0x4C, 0x78, 0xA8), (0xF5, 0x85, 0x18), (0xE4, 0x57, 0x56), (0x72, 0xB7, 0xB2), (0x54, 0xA2, 0x4B)]
 
 
 @pytest.fixture(scope="module")
@@ -117,15 +113,15 @@ def test_plain_dvc_plots_show_renders_offline(project):
     seen = open_offline(page, "dvc_plots_offline.png", charts=charts)
     assert seen["outside"] == [] and seen["errors"] == []
     assert seen["embeds"] == charts and len(seen["canvases"]) == charts
-    colours = palette()
     for rgba, width in seen["canvases"]:
-        # DVC colours a line by revision (only the workspace here; dashes tell the columns apart): the curves
-        # cross the 300 x 300 px plot in the first colour, and the second colour is nowhere
-        drawn = colour_pixels(rgba, width, colours[0])
-        assert 250 < len(drawn) < 20_000, len(drawn)
-        height_px, width_px = np.ptp(drawn, axis=0)
-        assert 250 <= width_px and 100 <= height_px, (width_px, height_px)
-        assert len(colour_pixels(rgba, width, colours[1])) < 20
+        # dvc.yaml's template (src/ganlab/report/dvc_losses.json) colours each line, not each revision: the four
+        # columns cross the 300 x 300 px plot in Vega's first four category colours, one each, and the fifth
+        # colour is nowhere
+        for colour in TABLEAU[:4]:
+            drawn = colour_pixels(rgba, width, colour)
+            assert 150 < len(drawn) < 20_000, (colour, len(drawn))
+            assert np.ptp(drawn, axis=0)[1] >= 250, colour  # across the plot's width
+        assert len(colour_pixels(rgba, width, TABLEAU[4])) < 20
 
 
 HOSTILE = "</script><script>document.title='pwned'</script>"

@@ -115,7 +115,14 @@ def test_a_run_holds_params_tags_metrics_and_artifacts(root, monkeypatch):
     G = load_generator(r.info.run_id, TrackingCfg())
     ours = torch.load(root / "models/mnist_cgan/generator.pt")
     assert all(torch.equal(G.state_dict()[k], ours[k]) for k in ours)
-    assert G(torch.randn(3, 100), torch.tensor([1, 2, 3])).shape == (3, 1, 28, 28)
+    assert G(torch.randn(3, G.variant.model.nz), torch.tensor([1, 2, 3])).shape == (3, 1, 28, 28)
+    # the generator is the run's MLflow 3 logged model: the same state dict and config, no pickle
+    (model,) = client(root).search_logged_models([r.info.experiment_id])
+    assert model.source_run_id == r.info.run_id and model.name == "mnist_cgan" and str(model.status) == "READY"
+    assert model.params["nz"] == "100" and model.params["loss"] == "bce"
+    files = {f.path for f in client(root).list_logged_model_artifacts(model.model_id)}
+    assert files == {"generator.pt", "variant.json"}
+    assert [o.model_id for o in client(root).get_run(r.info.run_id).outputs.model_outputs] == [model.model_id]
 
 
 def test_an_existing_experiment_gets_the_training_kind_and_runs_name_their_dvc_exp(root, monkeypatch):

@@ -3,6 +3,8 @@
     ganlab lab up|down|status|env|add-user|remove-user|backup|restore ...   the team's lab (ganlab.team.lab)
     ganlab sweep run|points|collect ...   sweeps across machines (ganlab.team.sweep)
     ganlab plots-page OUT                 the offline page template of `dvc plots show` (ganlab.report.plots_page)
+    ganlab exps                           DVC's experiments in 80 columns, headline numbers (ganlab.report.exps)
+    ganlab ui                             MLflow's UI on the store, in model-training mode (ganlab.tracking.ui)
 
 Each tool's module is imported only when it is asked for, so `ganlab lab status` does not load torch."""
 
@@ -16,6 +18,8 @@ TOOLS = {  # name -> (module with main(argv), one line of help)
     "lab": ("ganlab.team.lab", "the team's lab: PostgreSQL, S3 (SeaweedFS), the MLflow server; accounts, backups"),
     "sweep": ("ganlab.team.sweep", "run, list and collect a sweep's points across machines"),
     "plots-page": ("ganlab.report.plots_page", "write the offline page template of `dvc plots show`"),
+    "ui": ("ganlab.tracking.ui", "MLflow's UI on this project's store, opening in model-training mode"),
+    "exps": ("ganlab.report.exps", "DVC's experiments in 80 columns: what each changed, the headline numbers"),
 }
 
 

@@ -548,6 +548,22 @@ class Params(Strict):
             [f"params.yaml: global model.loss = {self.model.loss!r} leaves variants.{name}.model.gp_lambda unused "
              f"(it belongs to wgan_gp); {name} trains without a gradient penalty"] if self._gp_unused(name) else [])
 
+    def masking_line(self, names: list[str]) -> Optional[str]:
+        """`masking` of these variants as one warning (one per run, not one per key and variant): per global key,
+        the variants' own values it masks; None when it masks nothing."""
+        masked: dict[str, list[str]] = {}
+        for name in names:
+            for o in self.overrides(name):
+                if o.masks:
+                    masked.setdefault(f"global {o.key} = {o.value!r}", []).append(
+                        f"variants.{name}.{o.key} = {o.masked!r}")
+        parts = [f"{key} masks {', '.join(own)}" for key, own in masked.items()]
+        if gp := [n for n in names if self._gp_unused(n)]:
+            parts.append(f"global model.loss = {self.model.loss!r} leaves model.gp_lambda of {', '.join(gp)} unused "
+                         f"(it belongs to wgan_gp; they train without a gradient penalty)")
+        return (f"params.yaml: {'; '.join(parts)} (global overrides win; set a global key to null to train each "
+                f"variant with its own value)") if parts else None
+
 
 @dataclass(frozen=True)
 class Override:

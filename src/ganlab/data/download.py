@@ -63,12 +63,14 @@ def log(message: str) -> None:
 
 
 def download(url: str, dest: Path, cfg: DownloadCfg, *, size: Optional[int] = None, md5: Optional[str] = None,
-             sha256: Optional[str] = None, validate: Optional[Callable[..., object]] = None) -> Path:
+             sha256: Optional[str] = None, validate: Optional[Callable[..., object]] = None,
+             part_dir: Optional[Path] = None) -> Path:
     """Fetch `url` to `dest`, checked by `size`, `md5`, `sha256` and `validate(path, label=...)`, which raises
     DataError starting with `label` (the name of the file in messages).
 
     A `dest` that already exists (a file put there by hand) is checked the same way and used without any network
-    access; when it fails a check it is left alone and the error says so.
+    access; when it fails a check it is left alone and the error says so. `part_dir`: where the part is kept,
+    when not next to `dest` (DVC deletes a stage's outputs before it runs; a part outside them survives).
     """
     dest = Path(dest)
     if dest.exists():
@@ -77,7 +79,8 @@ def download(url: str, dest: Path, cfg: DownloadCfg, *, size: Optional[int] = No
         log(f"{dest}: already present and verified; not downloading")
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    part = Path(part_dir or dest.parent) / (dest.name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
     limit = Limit(size, f"the expected size of {size} bytes") if size is not None else \
         Limit(cfg.max_bytes, f"data.download.max_bytes ({cfg.max_bytes} bytes)")
     with requests.Session() as session:

@@ -29,23 +29,26 @@ IDX_FILES = {  # split -> (images, labels)
 _CSV_ROWS_PER_WRITE = 5_000  # bounds the memory of the IDX -> CSV conversion
 
 
-def prepare_mnist(cfg: MnistDataCfg, dl: DownloadCfg, raw_dir: Path, h5_path: Path) -> None:
-    """Stage download_mnist: `raw_dir`/mnist_{train,test}.csv, then `h5_path` with their images and labels."""
-    splits = {split: read_csv(fetch_csv(cfg, dl, split, Path(raw_dir)), _rows(cfg, split)) for split in SPLITS}
+def prepare_mnist(cfg: MnistDataCfg, dl: DownloadCfg, raw_dir: Path, h5_path: Path,
+                  part_dir: Optional[Path] = None) -> None:
+    """Stage download_mnist: `raw_dir`/mnist_{train,test}.csv, then `h5_path` with their images and labels;
+    unfinished downloads wait in `part_dir` (default: `raw_dir`)."""
+    splits = {split: read_csv(fetch_csv(cfg, dl, split, Path(raw_dir), part_dir), _rows(cfg, split))
+              for split in SPLITS}
     write_h5(Path(h5_path), splits)
 
 
-def fetch_csv(cfg: MnistDataCfg, dl: DownloadCfg, split: str, raw_dir: Path) -> Path:
+def fetch_csv(cfg: MnistDataCfg, dl: DownloadCfg, split: str, raw_dir: Path, part_dir: Optional[Path] = None) -> Path:
     """`raw_dir`/mnist_<split>.csv, checked, from its CSV URL or else from the IDX files; says which on stderr."""
     url, sha256 = (cfg.train_url, cfg.train_sha256) if split == "train" else (cfg.test_url, cfg.test_sha256)
     dest, rows = raw_dir / f"mnist_{split}.csv", _rows(cfg, split)
     try:
-        download(url, dest, dl, sha256=sha256, validate=partial(read_csv, rows=rows))
+        download(url, dest, dl, sha256=sha256, validate=partial(read_csv, rows=rows), part_dir=part_dir)
         log(f"{dest.name}: source CSV {url}")
     except DownloadError as csv_err:
         log(f"{dest.name}: {csv_err}; falling back to the IDX files")
         try:
-            images, labels = fetch_idx(cfg, dl, split, raw_dir)
+            images, labels = fetch_idx(cfg, dl, split, raw_dir, part_dir)
         except DownloadError as idx_err:
             both = f"{dest.name}: the CSV failed ({csv_err}) and so did the IDX files ({idx_err})"
             raise DownloadError(both) from None
@@ -57,12 +60,13 @@ def fetch_csv(cfg: MnistDataCfg, dl: DownloadCfg, split: str, raw_dir: Path) -> 
     return dest
 
 
-def fetch_idx(cfg: MnistDataCfg, dl: DownloadCfg, split: str, raw_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def fetch_idx(cfg: MnistDataCfg, dl: DownloadCfg, split: str, raw_dir: Path,
+              part_dir: Optional[Path] = None) -> tuple[np.ndarray, np.ndarray]:
     """The images [N,28,28] and labels [N] of one split from the IDX mirror, each file checked by its md5."""
     arrays = []
     for name in IDX_FILES[split]:
         url = cfg.idx_mirror.rstrip("/") + "/" + name
-        arrays.append(read_idx(download(url, raw_dir / name, dl, md5=cfg.idx_md5[name])))
+        arrays.append(read_idx(download(url, raw_dir / name, dl, md5=cfg.idx_md5[name], part_dir=part_dir)))
     images, labels = arrays
     if images.shape[1:] != (SIDE, SIDE) or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"IDX files {IDX_FILES[split]}: shapes {images.shape} and {labels.shape} do not match")

@@ -1,0 +1,1 @@
+"""Training: the networks, losses, the step and the loop (docs/layout.md)."""

@@ -11,21 +11,26 @@ A checkpoint is in one of three states, and `resume` acts on each:
   finished (a kill while logging); the next run writes the outputs and finishes the MLflow run, without training;
 - finished: the outputs are written and the MLflow run ended; the next run (DVC runs the stage again because a
   dependency changed) trains from scratch, as does a checkpoint of another config.
+
+Every save also writes a copy outside DVC's outputs (`RunPaths.resume_copy`, keyed by the config): `dvc exp run`
+checks out the baseline's `last.pt` before the stage starts, which would lose an interrupted experiment's
+progress; `resume` takes whichever of the two is further along. A finished run deletes its copy.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ganlab.io import BadFile, atomic_torch_save, bad_file, load_tensors
+from ganlab.io import BadFile, atomic_path, atomic_torch_save, bad_file, load_tensors
 
 if TYPE_CHECKING:
     from ganlab.engine.gan import GAN
@@ -70,8 +75,9 @@ class Progress:
 SAVED = [f.name for f in fields(Progress) if f.name != "clock"]
 
 
-def save(path: Path, gan: "GAN", prog: Progress) -> None:
-    """Write the checkpoint atomically: a kill leaves the previous one or this one, whole."""
+def save(paths: Sequence[Path], gan: "GAN", prog: Progress) -> None:
+    """Write the checkpoint atomically to each of `paths` (the DVC output, then its copies): a kill leaves the
+    previous one or this one, whole. A finished run's copies are deleted: nothing is left to resume."""
     prog.read_clock()
     p = {k: getattr(prog, k) for k in SAVED}
     p["perm"] = None if prog.perm is None else prog.perm.cpu()
@@ -80,11 +86,18 @@ def save(path: Path, gan: "GAN", prog: Progress) -> None:
              "opt_d": gan.opt_d.state_dict(), "rng": gan.rng.get_state(), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "config": gan.cfg.model_dump(mode="json"), "progress": p}
-    atomic_torch_save(state, path)
+    atomic_torch_save(state, paths[0])
+    for copy in paths[1:]:
+        if prog.finished:
+            copy.unlink(missing_ok=True)
+        else:
+            with atomic_path(copy) as tmp:
+                shutil.copyfile(paths[0], tmp)
 
 
 def rebuild_hint(path: Path) -> str:
-    variant = Path(path).parent.name
+    path = Path(path)  # checkpoints/<variant>/last.pt, or a copy <variant>-<config hash>.pt
+    variant = path.parent.name if path.name == "last.pt" else path.stem.rsplit("-", 1)[0]
     return f"rm {path} && dvc repro train@{variant}"  # training then starts from step 0
 
 
@@ -127,12 +140,16 @@ def validate(state: Any, path: Path) -> None:
         raise fail("it is marked complete but holds no summary metrics")
 
 
-def resume(path: Path, gan: "GAN") -> Optional[Progress]:
-    """The progress of a running or complete run of this same config, its state restored into `gan`; None when
-    there is no checkpoint, it is of another config, or its run finished (start from scratch)."""
-    state = load(path)
-    if state is None or state["config"] != gan.cfg.model_dump(mode="json") or state["progress"]["finished"]:
+def resume(paths: Sequence[Path], gan: "GAN") -> Optional[Progress]:
+    """The progress of a running or complete run of this same config, its state restored into `gan`, from the
+    furthest of `paths`; None when there is no checkpoint, it is of another config, or its run finished (start
+    from scratch)."""
+    config = gan.cfg.model_dump(mode="json")
+    found = [(s, p) for p in paths if (s := load(p)) is not None and s["config"] == config
+             and not s["progress"]["finished"]]
+    if not found:
         return None
+    state, path = max(found, key=lambda sp: (sp[0]["progress"]["complete"], sp[0]["progress"]["step"]))
     try:
         gan.G.load_state_dict(state["G"])
         gan.D.load_state_dict(state["D"])

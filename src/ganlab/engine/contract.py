@@ -5,6 +5,9 @@ spell the same folders; tests/test_pipeline.py runs them together)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -59,6 +62,16 @@ class RunPaths:
     @property
     def checkpoint(self) -> Path:
         return self.checkpoints / "last.pt"
+
+    def resume_copy(self, config: dict[str, Any]) -> Optional[Path]:
+        """The checkpoint's copy that DVC never checks out (see ganlab.engine.checkpoint), one per variant and
+        config, in the DVC project's untracked `.dvc/tmp` (DVC_ROOT: the project, also for a queued experiment's
+        temporary copy); None outside a DVC project, where nothing overwrites last.pt."""
+        base = Path(os.environ.get("DVC_ROOT") or self.root)
+        if not (base / ".dvc").is_dir():
+            return None
+        key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+        return base / ".dvc" / "tmp" / "ganlab" / "resume" / f"{self.name}-{key}.pt"
 
     @property
     def train_json(self) -> Path:

@@ -34,6 +34,7 @@ from ganlab.engine.checkpoint import Progress, announce, resume
 from ganlab.engine.checkpoint import save as save_checkpoint
 from ganlab.engine.contract import LOG_COLUMNS, RunPaths, Tracker
 from ganlab.engine.distributed import Parallel
+from ganlab.engine.interrupt import Stopped, stop_requested
 from ganlab.engine.gan import GAN, build_gan, fixed_latent, generate
 from ganlab.engine.runners import Logger, Steps, step_runner
 from ganlab.engine.settings import cpu_threads, peak_memory, resolve_device, run_dtype, set_backends, training_threads
@@ -61,7 +62,7 @@ def plan(cfg: Variant, n: int) -> tuple[int, int]:
 
 
 def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps, per_epoch: int, total: int,
-              ckpt: Optional[Path], tracker: Tracker, bar: tqdm) -> None:
+              ckpt: Optional[list[Path]], tracker: Tracker, bar: tqdm) -> None:
     t, b = gan.cfg.train, gan.cfg.train.batch_size
     if prog.perm is None:  # a fresh epoch; a resumed one keeps the order it started with
         n = len(data)
@@ -73,6 +74,10 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps
         prog.step += 1
         bar.update(1)
         checkpoint = prog.step % t.checkpoint_every == 0 and prog.step < total
+        # Ctrl-C (ganlab.engine.interrupt): stop after this whole step, with a checkpoint here. Its partial row is
+        # logged, so the curve keeps every step (a resumed run's next row averages the steps after this one).
+        stop = stop_requested() and ckpt is not None and prog.step < total
+        checkpoint = checkpoint or stop
         # Flush at checkpoints too, so a resumed run logs exactly the rows an uninterrupted one does.
         if prog.step % t.log_every == 0 or prog.step == total or checkpoint:
             row = log.flush(prog.step, prog.epoch + 1)
@@ -83,6 +88,8 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps
                                 Dx=f"{row['d_x']:.2f}", DGz=f"{row['d_gz']:.2f}", refresh=False)
         if checkpoint and ckpt is not None:  # None: a data-parallel rank other than 0
             save_checkpoint(ckpt, gan, prog)
+        if stop:
+            raise Stopped(prog.step, total, ckpt[0])
 
 
 def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
@@ -114,9 +121,10 @@ def _fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker, overrides: 
     gan = build_gan(cfg, data.shape, device)
     if par:
         par.wrap(gan)
-    ckpt = paths.checkpoint
+    copy = paths.resume_copy(cfg.model_dump(mode="json"))  # beyond the reach of `dvc exp run`'s checkout
+    ckpt = [paths.checkpoint, *([copy] if copy else [])]
     prog = resume(ckpt, gan) or Progress()
-    announce(name, prog, total, ckpt)
+    announce(name, prog, total, paths.checkpoint)
     fixed_z, fixed_y = fixed_latent(gan)
     writer = par is None or par.rank == 0  # only rank 0 writes outputs (and its tracker alone logs)
     if device.type == "cuda":
@@ -139,7 +147,7 @@ def _fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker, overrides: 
             write_outputs(gan, data, prog, prog.metrics, paths)
         tracker.log_outputs(paths, cfg, data.shape)
     except BaseException as exc:
-        tracker.end({}, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        tracker.end({}, "KILLED" if isinstance(exc, (KeyboardInterrupt, Stopped)) else "FAILED")
         raise
     tracker.end(prog.metrics, "FINISHED")
     prog.finished = True
@@ -148,7 +156,7 @@ def _fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker, overrides: 
     return prog.metrics
 
 
-def train_steps(gan: GAN, data: Dataset, prog: Progress, per_epoch: int, total: int, ckpt: Optional[Path],
+def train_steps(gan: GAN, data: Dataset, prog: Progress, per_epoch: int, total: int, ckpt: Optional[list[Path]],
                 tracker: Tracker, name: str, fixed_z: Tensor, fixed_y: Optional[Tensor], par: Optional[Parallel] = None) -> None:
     """The loop from `prog` to the last step; `prog.wall_s` adds this segment's time to the earlier ones'.
     `ckpt` None: a data-parallel rank other than 0, which writes no checkpoint."""

@@ -1,0 +1,1 @@
+"""Evaluation: the classifier, the metrics, sampling and the pictures (docs/layout.md)."""

@@ -1,0 +1,1 @@
+"""The team's lab and sweeps (docs/layout.md)."""

@@ -53,7 +53,8 @@ def check_training_run(cfg: TrackingCfg, train_json: Path) -> str:
 
 def _training_run(cfg: TrackingCfg, train_json: Path) -> tuple[str, int]:
     if not train_json.exists():
-        raise FileNotFoundError(f"{train_json} is missing: run train@ for this variant first (dvc repro)")
+        raise FileNotFoundError(f"{train_json} is missing: stage train@{train_json.parent.name} makes it; run "
+                                f"`dvc repro train@{train_json.parent.name}` first")
     info = read_json(train_json)
     run_id, uri = info.get("run_id"), tracking_uri(cfg)
     if not run_id:
@@ -104,6 +105,7 @@ def load_generator(run_id: str, tracking: TrackingCfg = TrackingCfg(), device: s
             state = Path(client.download_artifacts(run_id, "model/generator.pt", tmp))
             _check_size(state, weights)
             G, _ = build_models(cfg.model, shape)
+            G.variant = cfg  # the run's resolved config: G.variant.model.nz, .latent, .n_classes say what G takes
             load_state_dict(G, state, f"dvc repro train@{info.get('variant', '<variant>')}")
         except BadFile as err:
             raise BadFile(where + str(err).removeprefix(str(local) + "/").removeprefix("model/")) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -181,6 +182,31 @@ class MlflowTracker(Tracker):
             self.log_files([paths.models / "generator.pt", info], "model")
             self.log_files([paths.losses_csv, curves], "plots")
             self.log_files([params], "params")
+            self.log_generator_model([paths.models / "generator.pt", info], cfg)
+
+    def log_generator_model(self, files: list[Path], cfg: Variant) -> None:
+        """The generator as the run's MLflow 3 logged model (the UI's "Logged models", linked to this run): the
+        same two files as `model/`, a state dict and its config, no pickled code. Once per run: a run resumed after
+        a kill while logging finds the model it made."""
+        from mlflow.entities import LoggedModelOutput
+
+        with store_lock(self.uri):
+            exp_id = self.client.get_run(self.run_id).info.experiment_id
+            made = [m for m in self.client.search_logged_models([exp_id], filter_string=f"name = '{self.name}'")
+                    if m.source_run_id == self.run_id and str(m.status) == "READY"]
+            if made:
+                return
+            model = self.client.create_logged_model(
+                exp_id, name=self.name, source_run_id=self.run_id, model_type="ganlab generator",
+                params={"arch": cfg.model.arch, "nz": str(cfg.model.nz), "latent": cfg.model.latent,
+                        "loss": cfg.model.loss},
+                tags={"variant": self.name, "load_with": "ganlab.tracking.load_generator(<run id>)"})
+            with tempfile.TemporaryDirectory() as tmp:
+                for f in files:
+                    shutil.copyfile(f, Path(tmp) / f.name)
+                self.client.log_model_artifacts(model.model_id, tmp)
+            self.client.finalize_logged_model(model.model_id, "READY")
+            self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
 
     def end(self, metrics: dict[str, Any], status: str) -> None:
         from mlflow.entities import Metric

@@ -1,0 +1,72 @@
+"""`ganlab ui` (what `make ui` runs): MLflow's UI opens at its root URL in model-training mode and stays there
+as a user clicks through to a run, in real Chromium. A store with one small run is enough (no training here; the
+full walk over trained runs is tests/test_mlflow_ui.py). Screenshots go to test-artifacts/."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from helpers import ARTIFACTS, CHROMIUM_ARGS, chromium, env, free_port, write_params
+
+pytestmark = pytest.mark.e2e
+GENAI = ("Token Usage", "Detect Issues", "Evaluation runs", "Evaluations", "Ask a question")  # GenAI pages, assistant
+
+
+@pytest.fixture
+def server(tmp_path):
+    write_params(tmp_path / "params.yaml")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = client.create_experiment("ganlab", tags={"mlflow.experimentKind": "custom_model_development"})
+    run = client.create_run(exp, run_name="mnist_vanilla")
+    for step in (10, 20, 30):
+        client.log_metric(run.info.run_id, "train/d_loss", 1.0 / step, step=step)
+    client.set_terminated(run.info.run_id)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab.cli", "ui", "--port", str(port)], cwd=tmp_path,
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        else:
+            pytest.fail(f"ganlab ui did not answer on /health: {proc.stderr.read() if proc.poll() else 'timeout'}")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_the_root_url_opens_in_model_training_mode_and_a_run_keeps_it(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{server}/", wait_until="load")  # the root URL, as `mlflow ui` prints it
+        page.get_by_role("link", name="ganlab").first.click()
+        page.get_by_text("mnist_vanilla", exact=True).first.wait_for(timeout=60_000)
+        body = page.inner_text("body")
+        page.screenshot(path=str(ARTIFACTS / "ganlab_ui_runs.png"))
+        assert "Run Name" in body and not [w for w in GENAI if w in body], body[:2000]
+        page.get_by_text("mnist_vanilla", exact=True).first.click()  # the run page
+        page.get_by_text("Model metrics", exact=True).first.wait_for(timeout=60_000)
+        body = page.inner_text("body")
+        page.screenshot(path=str(ARTIFACTS / "ganlab_ui_run.png"))
+        stored = page.evaluate("localStorage.getItem('mlflow.workflowType_v1')")
+        browser.close()
+    assert stored == '"machine_learning"'
+    assert not [w for w in GENAI if w in body], body[:2000]
