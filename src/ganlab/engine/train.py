@@ -20,7 +20,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -32,13 +32,13 @@ from ganlab.data.load import Dataset, load_dataset
 from ganlab.engine import mlp_steps
 from ganlab.engine.checkpoint import Progress, announce, resume
 from ganlab.engine.checkpoint import save as save_checkpoint
-from ganlab.engine.contract import LOG_COLUMNS, RunPaths, Tracker
+from ganlab.engine.contract import LOG_COLUMNS, RunPaths, Tracker, TrainingDiverged
 from ganlab.engine.distributed import Parallel
 from ganlab.engine.gan import GAN, build_gan, fixed_latent, generate
 from ganlab.engine.runners import Logger, Steps, step_runner
 from ganlab.engine.settings import cpu_threads, peak_memory, resolve_device, run_dtype, set_backends, training_threads
 from ganlab.images import make_grid, save_png
-from ganlab.io import atomic_torch_save, atomic_write
+from ganlab.io import BadFile, atomic_torch_save, atomic_write
 
 
 def picture(data: Dataset, samples: Tensor) -> np.ndarray:
@@ -97,6 +97,26 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
     into the usual float32 modules."""
     with run_dtype(cfg.train.precision):
         return _fit(cfg, name, paths, tracker, overrides, par)
+
+
+def fit_seeds(cfg: Variant, name: str, seeds: list[int], paths: Callable[[int], RunPaths],
+              tracker: Callable[[int], Tracker], overrides: Optional[dict[str, Any]] = None,
+              par: Optional[Parallel] = None) -> dict[int, dict[str, Any]]:
+    """Train the variant under each seed, one after another: seed `s` is exactly `fit` of the variant with
+    `train.seed: s` (and `train.seeds: 1`), so it gives the weights a single run of that seed gives. A seed that
+    diverges or fails is recorded ({"status": "failed", "error": ...}) and the others go on; a mistake that would
+    fail every seed alike (the config, a missing or bad file) stops at once. Returns {seed: train.json or failure}."""
+    results: dict[int, dict[str, Any]] = {}
+    for s in seeds:
+        one = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": s, "seeds": 1})})
+        try:
+            results[s] = {"status": "ok", **fit(one, name, paths(s), tracker(s), overrides, par)}
+        except (ConfigError, FileNotFoundError, BadFile):
+            raise
+        except (TrainingDiverged, Exception) as err:  # not KeyboardInterrupt: a killed stage stops
+            print(f"train@{name}: seed {s} failed: {type(err).__name__}: {err}", file=sys.stderr)
+            results[s] = {"status": "failed", "seed": s, "error": f"{type(err).__name__}: {err}"}
+    return results
 
 
 def _fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker, overrides: Optional[dict[str, Any]],
