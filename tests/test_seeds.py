@@ -86,3 +86,30 @@ def test_train_seeds_is_checked(tmp_path):
         write_params(tmp_path / "params.yaml", lambda p: p["train"].update(seeds=bad))
         with pytest.raises(ConfigError, match="train.seeds"):
             load_params(tmp_path / "params.yaml")
+
+
+def test_evaluate_scores_every_seed_and_the_report_shows_the_spread(trained):
+    multi = trained / "multi"
+    assert stage_in_process("evaluate.py", [NAME, "--data-dir", str(trained / "data" / "processed")], multi) == 0
+    ev = json.loads((multi / "metrics" / NAME / "eval.json").read_text())
+    assert sorted(ev["per_seed"]) == ["4", "5", "6"] and ev["n_failed"] == 0
+    fids = [ev["per_seed"][s]["fid_gaussian"] for s in ("4", "5", "6")]
+    head = json.loads((multi / "metrics" / NAME / "headline.json").read_text())[NAME]
+    assert head["n_seeds"] == 3 and head["fid"] == pytest.approx(sum(fids) / 3, abs=1e-4)
+    assert head["fid_lo"] < head["fid"] < head["fid_hi"]
+    # seed 5 scores as the single run of seed 5 does
+    single = trained / "single"
+    assert stage_in_process("evaluate.py", [NAME, "--data-dir", str(trained / "data" / "processed")], single) == 0
+    one = json.loads((single / "metrics" / NAME / "eval.json").read_text())
+    assert ev["per_seed"]["5"]["fid_gaussian"] == one["fid_gaussian"]
+
+    from ganlab.report.claims import claims
+    from ganlab.report.results import Spread, collect, fmt
+
+    params = load_params(multi / "params.yaml")
+    (r,) = collect(params, multi)
+    v = r.values()["fid_gaussian"]
+    assert isinstance(v, Spread) and v.n == 3 and v == pytest.approx(sum(fids) / 3)
+    assert fmt(v).endswith("(sd, 3 seeds)") and "±" in fmt(v)
+    judged = [c for c in claims(params, {NAME: r}, None) if c.stated.subject == NAME and c.ran]
+    assert judged and all(" of 3 seeds" in c.verdict.text for c in judged)
