@@ -58,7 +58,8 @@ def evaluate_seeds(params, args: argparse.Namespace, run: RunPaths, training: di
     failed = training.get("failed", {})
     short = headline_over_seeds(heads, len(failed))
     doc = {"variant": args.variant, "seeds": training["seeds"], "n_seeds": len(ok), "n_failed": len(failed),
-           "failed": failed, "per_seed": per_seed, "headline": short}
+           "failed": failed, "per_seed": per_seed, "headline": short,
+           "per_seed_headline": {str(s): h for s, h in heads.items()}}  # what `ganlab compare` reads
     return doc, short
 
 

@@ -3,6 +3,7 @@
     ganlab lab up|down|status|env ...     the team's lab (ganlab.team.lab)
     ganlab sweep run|points|collect ...   sweeps across machines (ganlab.team.sweep)
     ganlab plots-page OUT                 the offline page template of `dvc plots show` (ganlab.report.plots_page)
+    ganlab compare EXP_A EXP_B [...]      verdicts between two experiments over their seeds (ganlab.report.compare)
 
 Each tool's module is imported only when it is asked for, so `ganlab lab status` does not load torch."""
 
@@ -16,6 +17,7 @@ TOOLS = {  # name -> (module with main(argv), one line of help)
     "lab": ("ganlab.team.lab", "the team's lab: PostgreSQL, S3 (SeaweedFS) and the MLflow server"),
     "sweep": ("ganlab.team.sweep", "run, list and collect a sweep's points across machines"),
     "plots-page": ("ganlab.report.plots_page", "write the offline page template of `dvc plots show`"),
+    "compare": ("ganlab.report.compare", "is a difference between two experiments real? verdicts over seeds"),
 }
 
 
