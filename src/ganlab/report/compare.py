@@ -211,17 +211,23 @@ def table(found: list[dict], a: Arm, b: Arm) -> str:
     def iv(x: dict) -> str:
         return f"{x['mean']:.4g}" + (f" [{x['lo']:.4g}, {x['hi']:.4g}]" if x.get("lo") is not None else "")
 
-    lines = [f"A = {a.label} ({len(a.exps)} exp.), B = {b.label} ({len(b.exps)} exp.)",
-             f"{'variant':<16} {'metric':<6} {'A (n)':<28} {'B (n)':<28} {'A - B':<28} {'P(A>B)':>6}  verdict"]
+    def names(arm: Arm) -> str:  # the experiments that brought numbers
+        return ", ".join(e.name for e in arm.exps if e.headline)
+
+    lines = [f"A = {a.label} ({names(a)}), B = {b.label} ({names(b)})",
+             f"{'variant':<16} {'metric':<6} {'A (n)':<28} {'B (n)':<28} {'A - B':<28} {'P(A wins)':>8}  verdict"]
     for r in found:
         na, nb = r["a"]["n"], r["b"]["n"]
         verdict = {"a": "A better", "b": "B better"}.get(r["verdict"]) or (
             f"no detectable difference with {na}+{nb} seeds" if r["judged"] else "cannot judge (1 seed)")
+        if r["judged"] and r["verdict"] == "none" and r["diff"]["mean"]:
+            need = r["seeds_needed"]
+            verdict += f" ({need} per arm would detect this size)" if need else " (this size needs > 1000 per arm)"
         if not r["judged"]:
             verdict += "; " + r["floor"]["text"]
         cells = (f"{iv(r['a'])} ({na})", f"{iv(r['b'])} ({nb})", iv(r["diff"]))
         lines.append(f"{r['variant']:<16} {r['metric']:<6} {cells[0]:<28} {cells[1]:<28} {cells[2]:<28} "
-                     f"{r['p_better']:>6.2f}  {verdict}")
+                     f"{r['p_better']:>8.2f}  {verdict}")
     return "\n".join(lines)
 
 
@@ -252,6 +258,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     from ganlab.report.compare_page import write_page
 
     out = args.out or args.repo / "reports" / "compare" / f"{a.label}_vs_{b.label}"
-    page = write_page(out, a, b, diff, found, notes, args.repo)
+    page = write_page(out, a, b, diff, found, notes, args.repo, lambda rev: _dvc_fs(str(args.repo), rev))
     print(f"page: {page}")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ganlab.engine.contract import RunPaths
 from ganlab.figures import seed_bands
@@ -17,17 +17,11 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 class Files:
-    """Copies an experiment's files out of DVC (one DVCFileSystem per commit: opening one costs ~0.3 s)."""
+    """Copies an experiment's files out of DVC. `fs(rev)` gives the DVCFileSystem of a commit (opening one costs
+    a second or more: the comparison shares those it opened for the numbers)."""
 
-    def __init__(self, repo: Path):
-        self.repo, self.fs = repo, {}
-
-    def _fs(self, rev: str) -> Any:
-        from dvc.api import DVCFileSystem
-
-        if rev not in self.fs:
-            self.fs[rev] = DVCFileSystem(str(self.repo), rev=rev)
-        return self.fs[rev]
+    def __init__(self, repo: Path, fs: Callable[[str], Any]):
+        self.repo, self._fs = repo, fs
 
     def last(self, rev: Optional[str], folder: Path, pattern: str) -> Optional[str]:
         """The last file name in `folder` matching epoch_*.png, or None."""
@@ -55,9 +49,9 @@ class Files:
         return dest
 
 
-def pictures(out: Path, arms: dict[str, Any], variants: list[str], repo: Path) -> dict[str, dict]:
+def pictures(out: Path, arms: dict[str, Any], variants: list[str], files: Files) -> dict[str, dict]:
     """{variant: {"grids": {arm: [(seed, img path)]}, "curves": img path or None}}, files under out/img/."""
-    files, shown = Files(repo), {}
+    repo, shown = files.repo, {}
     for v in variants:
         grids: dict[str, list[tuple[int, str]]] = {}
         csvs: dict[str, list[Path]] = {}
@@ -79,7 +73,7 @@ def pictures(out: Path, arms: dict[str, Any], variants: list[str], repo: Path) -
 
 
 def write_page(out: Path, a: Any, b: Any, diff: list[tuple[str, Any, Any]], found: list[dict],
-               notes: list[str], repo: Path) -> Path:
+               notes: list[str], repo: Path, fs: Callable[[str], Any]) -> Path:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +83,7 @@ def write_page(out: Path, a: Any, b: Any, diff: list[tuple[str, Any, Any]], foun
     env.filters["num"] = lambda x: "—" if x is None else f"{x:.4g}"
     html = env.get_template("compare.html.j2").render(
         a=a, b=b, diff=diff, rows=found, notes=notes, method=stats.METHOD, alpha=stats.ALPHA,
-        pictures=pictures(out, {"A": a, "B": b}, variants, repo), variants=variants,
+        pictures=pictures(out, {"A": a, "B": b}, variants, Files(repo, fs)), variants=variants,
         seeds={v: {"A": list(a.seeds(v, repo)), "B": list(b.seeds(v, repo))} for v in variants})
     page = out / "compare.html"
     atomic_write(page, html)
