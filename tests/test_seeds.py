@@ -113,3 +113,27 @@ def test_evaluate_scores_every_seed_and_the_report_shows_the_spread(trained):
     assert fmt(v).endswith("(sd, 3 seeds)") and "±" in fmt(v)
     judged = [c for c in claims(params, {NAME: r}, None) if c.stated.subject == NAME and c.ran]
     assert judged and all(" of 3 seeds" in c.verdict.text for c in judged)
+    from ganlab.report.report import build_report
+
+    paths, _ = build_report(params, multi, multi / "reports" / "all")  # the whole page renders from seeds
+    md = (multi / "reports" / "all" / "report.md").read_text()
+    assert "(sd, 3 seeds)" in md and " of 3 seeds" in md
+
+
+def test_a_rerun_after_a_kill_trains_only_the_unfinished_seeds(trained, tmp_path, capfd):
+    """DVC removes models/ before it reruns the stage; the checkpoints persist. Seeds 4 and 5 finished, seed 6's
+    checkpoint is gone (killed before its first): only seed 6 trains, and every seed's weights are as before."""
+    import shutil
+
+    root = tmp_path / "rerun"
+    shutil.copytree(trained / "multi", root, ignore=shutil.ignore_patterns("eval.json", "headline.json"))
+    before = {s: torch.load(RunPaths.for_variant(NAME, root, seed=s).models / "generator.pt") for s in (4, 5, 6)}
+    shutil.rmtree(root / "models")
+    shutil.rmtree(RunPaths.for_variant(NAME, root, seed=6).checkpoints)
+    capfd.readouterr()
+    assert stage_in_process("train.py", [NAME, "--data-dir", str(trained / "data" / "processed")], root) == 0
+    err = capfd.readouterr().err
+    assert err.count("training finished before") == 2  # seeds 4 and 5
+    for s, want in before.items():
+        got = torch.load(RunPaths.for_variant(NAME, root, seed=s).models / "generator.pt")
+        assert all(torch.equal(got[k], want[k]) for k in want)

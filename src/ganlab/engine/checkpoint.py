@@ -127,11 +127,13 @@ def validate(state: Any, path: Path) -> None:
         raise fail("it is marked complete but holds no summary metrics")
 
 
-def resume(path: Path, gan: "GAN") -> Optional[Progress]:
+def resume(path: Path, gan: "GAN", keep_finished: bool = False) -> Optional[Progress]:
     """The progress of a running or complete run of this same config, its state restored into `gan`; None when
-    there is no checkpoint, it is of another config, or its run finished (start from scratch)."""
+    there is no checkpoint, it is of another config, or its run finished (start from scratch) -- unless
+    `keep_finished`: a seed of a multi-seed stage that was killed after that seed finished is not trained again."""
     state = load(path)
-    if state is None or state["config"] != gan.cfg.model_dump(mode="json") or state["progress"]["finished"]:
+    if state is None or state["config"] != gan.cfg.model_dump(mode="json") or (
+            state["progress"]["finished"] and not keep_finished):
         return None
     try:
         gan.G.load_state_dict(state["G"])

@@ -86,7 +86,8 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps
 
 
 def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
-        overrides: Optional[dict[str, Any]] = None, par: Optional[Parallel] = None) -> dict[str, Any]:
+        overrides: Optional[dict[str, Any]] = None, par: Optional[Parallel] = None,
+        keep_finished: bool = False) -> dict[str, Any]:
     """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics.
     train.json also records the effective config and the global `overrides` that shaped it ({key: value}).
     `par`: this process's Parallel in a data-parallel run (train.nproc > 1), else None.
@@ -94,9 +95,10 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
     The order makes every kill recoverable: the checkpoint is marked complete (with the summary) before any
     output is written or the MLflow run is finished, so a run killed after its last step finishes from there.
     A `precision: fp64` run computes in float64 throughout (torch's default dtype for the run); its outputs load
-    into the usual float32 modules."""
+    into the usual float32 modules. `keep_finished`: a finished checkpoint of this config is not trained again
+    (its outputs are written from it), as for the seeds of a multi-seed stage that a kill interrupted."""
     with run_dtype(cfg.train.precision):
-        return _fit(cfg, name, paths, tracker, overrides, par)
+        return _fit(cfg, name, paths, tracker, overrides, par, keep_finished)
 
 
 def fit_seeds(cfg: Variant, name: str, seeds: list[int], paths: Callable[[int], RunPaths],
@@ -110,7 +112,8 @@ def fit_seeds(cfg: Variant, name: str, seeds: list[int], paths: Callable[[int], 
     for s in seeds:
         one = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": s, "seeds": 1})})
         try:
-            results[s] = {"status": "ok", **fit(one, name, paths(s), tracker(s), overrides, par)}
+            # keep_finished: a rerun after a kill trains only the seeds that had not finished
+            results[s] = {"status": "ok", **fit(one, name, paths(s), tracker(s), overrides, par, keep_finished=True)}
         except (ConfigError, FileNotFoundError, BadFile):
             raise
         except (TrainingDiverged, Exception) as err:  # not KeyboardInterrupt: a killed stage stops
@@ -120,7 +123,7 @@ def fit_seeds(cfg: Variant, name: str, seeds: list[int], paths: Callable[[int], 
 
 
 def _fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker, overrides: Optional[dict[str, Any]],
-         par: Optional[Parallel]) -> dict[str, Any]:
+         par: Optional[Parallel], keep_finished: bool = False) -> dict[str, Any]:
     device = par.device if par else resolve_device(cfg.train.device)
     if cfg.train.cuda_graph and device.type != "cuda":
         raise ConfigError(f"train.cuda_graph is true but training runs on {device}: CUDA graphs need a CUDA "
@@ -135,7 +138,7 @@ def _fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker, overrides: 
     if par:
         par.wrap(gan)
     ckpt = paths.checkpoint
-    prog = resume(ckpt, gan) or Progress()
+    prog = resume(ckpt, gan, keep_finished) or Progress()
     announce(name, prog, total, ckpt)
     fixed_z, fixed_y = fixed_latent(gan)
     writer = par is None or par.rank == 0  # only rank 0 writes outputs (and its tracker alone logs)
