@@ -5,6 +5,7 @@
     ganlab plots-page OUT                 the offline page template of `dvc plots show` (ganlab.report.plots_page)
     ganlab exps                           DVC's experiments in 80 columns, headline numbers (ganlab.report.exps)
     ganlab ui                             MLflow's UI on the store, in model-training mode (ganlab.tracking.ui)
+    ganlab compare EXP_A EXP_B [...]      verdicts between two experiments over their seeds (ganlab.report.compare)
 
 Each tool's module is imported only when it is asked for, so `ganlab lab status` does not load torch."""
 
@@ -20,6 +21,7 @@ TOOLS = {  # name -> (module with main(argv), one line of help)
     "plots-page": ("ganlab.report.plots_page", "write the offline page template of `dvc plots show`"),
     "ui": ("ganlab.tracking.ui", "MLflow's UI on this project's store, opening in model-training mode"),
     "exps": ("ganlab.report.exps", "DVC's experiments in 80 columns: what each changed, the headline numbers"),
+    "compare": ("ganlab.report.compare", "is a difference between two experiments real? verdicts over seeds"),
 }
 
 

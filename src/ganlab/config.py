@@ -280,6 +280,9 @@ class TrainCfg(Strict):
     shuffle: bool = True
     drop_last: bool = True
     seed: NonNegInt = 0
+    # Seeds trained by one train@ stage: train.seed ... train.seed + seeds - 1, each a run of its own (1: the usual
+    # single run). Default 1: every seed costs one more full training (docs/experiments.md, "Seeds").
+    seeds: Annotated[int, Field(ge=1, le=100)] = 1
     device: Device = "auto"
     log_every: PosInt = 10
     checkpoint_every: PosInt = 1000
@@ -302,6 +305,11 @@ class TrainCfg(Strict):
     # Data-parallel: this many processes under torchrun (ganlab.engine.distributed), each on 1/nproc of every batch; the
     # same weights as one process (batched variants only; gloo on CPU, NCCL with one GPU per process)
     nproc: PosInt = 1
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds a train@ stage trains: seed, seed + 1, ..., seed + seeds - 1."""
+        return list(range(self.seed, self.seed + self.seeds))
 
 
 class Variant(Strict):

@@ -126,3 +126,22 @@ def loss_overlay(curves: dict[str, tuple[Path, int]], path: Path, title: str, id
         ax.set(xlabel="epochs", title=f"{title}: {what}")
         ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def seed_bands(arms: dict[str, list[Path]], path: Path, title: str) -> Path:
+    """Loss curves of several arms overlaid: per arm and loss (D, G) the mean over its seeds' losses.csv, with the
+    band from the lowest to the highest seed at each logged step (steps all seeds logged)."""
+    fig, ax = plt.subplots(figsize=(6.2, 3.4), constrained_layout=True)
+    for (label, files), color in zip(arms.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+        tables = [read_table(f, ("step", "d_loss", "g_loss")).set_index("step") for f in files]
+        steps = sorted(set.intersection(*(set(t.index) for t in tables)))
+        for key, style in (("d_loss", "-"), ("g_loss", "--")):
+            v = np.stack([t.loc[steps, key].to_numpy(dtype=float) for t in tables])
+            ax.plot(steps, v.mean(0), style, color=color, lw=1.2, label=f"{label} {key[0].upper()} ({len(files)} seeds)")
+            if len(files) > 1:
+                ax.fill_between(steps, v.min(0), v.max(0), color=color, alpha=0.18, lw=0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

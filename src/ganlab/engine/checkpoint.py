@@ -140,13 +140,14 @@ def validate(state: Any, path: Path) -> None:
         raise fail("it is marked complete but holds no summary metrics")
 
 
-def resume(paths: Sequence[Path], gan: "GAN") -> Optional[Progress]:
+def resume(paths: Sequence[Path], gan: "GAN", keep_finished: bool = False) -> Optional[Progress]:
     """The progress of a running or complete run of this same config, its state restored into `gan`, from the
     furthest of `paths`; None when there is no checkpoint, it is of another config, or its run finished (start
-    from scratch)."""
+    from scratch) -- unless `keep_finished`: a seed of a multi-seed stage that was killed after that seed finished
+    is not trained again."""
     config = gan.cfg.model_dump(mode="json")
     found = [(s, p) for p in paths if (s := load(p)) is not None and s["config"] == config
-             and not s["progress"]["finished"]]
+             and (keep_finished or not s["progress"]["finished"])]
     if not found:
         return None
     state, path = max(found, key=lambda sp: (sp[0]["progress"]["complete"], sp[0]["progress"]["step"]))

@@ -30,34 +30,50 @@ class RunPaths:
     name: str
     root: Path = Path(".")
     data_dir: Path = Path("data/processed")  # where <dataset>.h5 lives
+    # One seed of a multi-seed run (train.seeds > 1): its files sit in a `seed_<s>` folder of each output, beside
+    # its siblings'; None: the single run (train.seeds: 1), laid out as it always was.
+    seed: Optional[int] = None
 
     @classmethod
-    def for_variant(cls, name: str, root: Path = Path("."), data_dir: Path = Path("data/processed")) -> "RunPaths":
-        return cls(name, Path(root), Path(data_dir))
+    def for_variant(cls, name: str, root: Path = Path("."), data_dir: Path = Path("data/processed"),
+                    seed: Optional[int] = None) -> "RunPaths":
+        return cls(name, Path(root), Path(data_dir), seed)
+
+    def for_seed(self, seed: int) -> "RunPaths":
+        return RunPaths(self.name, self.root, self.data_dir, seed)
+
+    def seed_runs(self, cfg: Variant) -> dict[int, "RunPaths"]:
+        """{seed: its paths}: the variant's one run (train.seeds: 1), or each seed's folders."""
+        if cfg.train.seeds == 1:
+            return {cfg.train.seed: self}
+        return {s: self.for_seed(s) for s in cfg.train.seed_list}
+
+    def _sub(self, path: Path) -> Path:
+        return path if self.seed is None else path / f"seed_{self.seed}"
 
     @property
-    def models(self) -> Path:  # generator.pt, discriminator.pt
-        return self.root / "models" / self.name
+    def models(self) -> Path:  # generator.pt, discriminator.pt (and a seed's train.json)
+        return self._sub(self.root / "models" / self.name)
 
     @property
-    def metrics(self) -> Path:  # train.json, eval.json, headline.json
+    def metrics(self) -> Path:  # train.json, eval.json, headline.json: the variant's, for all its seeds
         return self.root / "metrics" / self.name
 
     @property
     def plots(self) -> Path:  # losses.csv
-        return self.root / "plots" / self.name
+        return self._sub(self.root / "plots" / self.name)
 
     @property
     def progress(self) -> Path:  # the fixed-noise grid of every epoch (and, for vectors, its samples as CSV)
-        return self.root / "samples" / self.name / "progress"
+        return self._sub(self.root / "samples" / self.name / "progress")
 
     @property
     def pictures(self) -> Path:  # the sample stage's pictures
-        return self.root / "samples" / self.name / "sample"
+        return self.root / "samples" / self.name / "sample"  # of the variant (a multi-seed run: its first seed)
 
     @property
     def checkpoints(self) -> Path:  # last.pt (persists across DVC runs so a killed run resumes)
-        return self.root / "checkpoints" / self.name
+        return self._sub(self.root / "checkpoints" / self.name)
 
     @property
     def checkpoint(self) -> Path:
@@ -74,11 +90,11 @@ class RunPaths:
         return base / ".dvc" / "tmp" / "ganlab" / "resume" / f"{self.name}-{key}.pt"
 
     @property
-    def train_json(self) -> Path:
-        return self.metrics / "train.json"
+    def train_json(self) -> Path:  # a seed's own summary sits with its models; metrics/<v>/train.json lists them all
+        return self.metrics / "train.json" if self.seed is None else self.models / "train.json"
 
     @property
-    def eval_json(self) -> Path:
+    def eval_json(self) -> Path:  # the variant's (a multi-seed run's holds every seed's values)
         return self.metrics / "eval.json"
 
     @property

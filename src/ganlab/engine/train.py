@@ -20,7 +20,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -32,14 +32,14 @@ from ganlab.data.load import Dataset, load_dataset
 from ganlab.engine import mlp_steps
 from ganlab.engine.checkpoint import Progress, announce, resume
 from ganlab.engine.checkpoint import save as save_checkpoint
-from ganlab.engine.contract import LOG_COLUMNS, RunPaths, Tracker
+from ganlab.engine.contract import LOG_COLUMNS, RunPaths, Tracker, TrainingDiverged
 from ganlab.engine.distributed import Parallel
 from ganlab.engine.interrupt import Stopped, stop_requested
 from ganlab.engine.gan import GAN, build_gan, fixed_latent, generate
 from ganlab.engine.runners import Logger, Steps, step_runner
 from ganlab.engine.settings import cpu_threads, peak_memory, resolve_device, run_dtype, set_backends, training_threads
 from ganlab.images import make_grid, save_png
-from ganlab.io import atomic_torch_save, atomic_write
+from ganlab.io import BadFile, atomic_torch_save, atomic_write
 
 
 def picture(data: Dataset, samples: Tensor) -> np.ndarray:
@@ -93,7 +93,8 @@ def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps
 
 
 def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
-        overrides: Optional[dict[str, Any]] = None, par: Optional[Parallel] = None) -> dict[str, Any]:
+        overrides: Optional[dict[str, Any]] = None, par: Optional[Parallel] = None,
+        keep_finished: bool = False) -> dict[str, Any]:
     """Train one variant (resuming an unfinished checkpoint of the same config), write its outputs, return metrics.
     train.json also records the effective config and the global `overrides` that shaped it ({key: value}).
     `par`: this process's Parallel in a data-parallel run (train.nproc > 1), else None.
@@ -101,13 +102,35 @@ def fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker = Tracker(),
     The order makes every kill recoverable: the checkpoint is marked complete (with the summary) before any
     output is written or the MLflow run is finished, so a run killed after its last step finishes from there.
     A `precision: fp64` run computes in float64 throughout (torch's default dtype for the run); its outputs load
-    into the usual float32 modules."""
+    into the usual float32 modules. `keep_finished`: a finished checkpoint of this config is not trained again
+    (its outputs are written from it), as for the seeds of a multi-seed stage that a kill interrupted."""
     with run_dtype(cfg.train.precision):
-        return _fit(cfg, name, paths, tracker, overrides, par)
+        return _fit(cfg, name, paths, tracker, overrides, par, keep_finished)
+
+
+def fit_seeds(cfg: Variant, name: str, seeds: list[int], paths: Callable[[int], RunPaths],
+              tracker: Callable[[int], Tracker], overrides: Optional[dict[str, Any]] = None,
+              par: Optional[Parallel] = None) -> dict[int, dict[str, Any]]:
+    """Train the variant under each seed, one after another: seed `s` is exactly `fit` of the variant with
+    `train.seed: s` (and `train.seeds: 1`), so it gives the weights a single run of that seed gives. A seed that
+    diverges or fails is recorded ({"status": "failed", "error": ...}) and the others go on; a mistake that would
+    fail every seed alike (the config, a missing or bad file) stops at once. Returns {seed: train.json or failure}."""
+    results: dict[int, dict[str, Any]] = {}
+    for s in seeds:
+        one = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": s, "seeds": 1})})
+        try:
+            # keep_finished: a rerun after a kill trains only the seeds that had not finished
+            results[s] = {"status": "ok", **fit(one, name, paths(s), tracker(s), overrides, par, keep_finished=True)}
+        except (ConfigError, FileNotFoundError, BadFile):
+            raise
+        except (TrainingDiverged, Exception) as err:  # not KeyboardInterrupt: a killed stage stops
+            print(f"train@{name}: seed {s} failed: {type(err).__name__}: {err}", file=sys.stderr)
+            results[s] = {"status": "failed", "seed": s, "error": f"{type(err).__name__}: {err}"}
+    return results
 
 
 def _fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker, overrides: Optional[dict[str, Any]],
-         par: Optional[Parallel]) -> dict[str, Any]:
+         par: Optional[Parallel], keep_finished: bool = False) -> dict[str, Any]:
     device = par.device if par else resolve_device(cfg.train.device)
     if cfg.train.cuda_graph and device.type != "cuda":
         raise ConfigError(f"train.cuda_graph is true but training runs on {device}: CUDA graphs need a CUDA "
@@ -123,7 +146,7 @@ def _fit(cfg: Variant, name: str, paths: RunPaths, tracker: Tracker, overrides: 
         par.wrap(gan)
     copy = paths.resume_copy(cfg.model_dump(mode="json"))  # beyond the reach of `dvc exp run`'s checkout
     ckpt = [paths.checkpoint, *([copy] if copy else [])]
-    prog = resume(ckpt, gan) or Progress()
+    prog = resume(ckpt, gan, keep_finished) or Progress()
     announce(name, prog, total, paths.checkpoint)
     fixed_z, fixed_y = fixed_latent(gan)
     writer = par is None or par.rank == 0  # only rank 0 writes outputs (and its tracker alone logs)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from scipy import stats
 from torch import Tensor
 from tqdm import tqdm
 
@@ -220,15 +221,34 @@ def headline(evaluation: dict[str, Any], training: dict[str, Any]) -> dict[str, 
     return out
 
 
+def headline_over_seeds(heads: dict[int, dict[str, Any]], n_failed: int) -> dict[str, Any]:
+    """A multi-seed run's headline: per number its mean over the seeds that trained, `<key>_lo`/`<key>_hi` (Student's t
+    95 % interval of that mean; none from one seed), `n_seeds` (that trained) and `n_failed` (a failed seed has no
+    numbers, so it is counted here rather than averaged as if it had not run)."""
+    out: dict[str, Any] = {"n_seeds": len(heads), "n_failed": n_failed}
+    for key in HEADLINE:
+        v = np.array([h[key] for h in heads.values() if h.get(key) is not None], dtype=float)
+        if not len(v):
+            continue
+        out[key] = round(float(v.mean()), 4)
+        if len(v) > 1:
+            lo, hi = (stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v)) if v.std() > 0
+                      else (v.mean(), v.mean()))
+            out[f"{key}_lo"], out[f"{key}_hi"] = round(float(lo), 4), round(float(hi), 4)
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- the stage
-def evaluate_variant(params: Params, name: str, root: Path, data_dir: Path) -> dict[str, Any]:
-    """All metrics of one trained variant (outputs of train@<name> under `root`)."""
+def evaluate_variant(params: Params, name: str, root: Path, data_dir: Path,
+                     seed: Optional[int] = None) -> dict[str, Any]:
+    """All metrics of one trained variant (outputs of train@<name> under `root`; `seed`: that seed's run of a
+    multi-seed variant)."""
     cfg, ecfg = params.variant(name), params.eval
     device = resolve_device(ecfg.device)
     t0 = time.perf_counter()
     out: dict[str, Any] = {"variant": name, "dataset": cfg.data.dataset, "n_samples": ecfg.n_samples,
                            "seed": ecfg.seed}
-    run = RunPaths.for_variant(name, root, data_dir)
+    run = RunPaths.for_variant(name, root, data_dir, seed)
     out.update(final_losses(run.losses_csv, cfg.model.loss, ecfg.final_fraction))
     # The variant's own training set at its native size: the memorisation reference (and the real CelebA faces).
     native = cfg.data if cfg.data.dataset != "mnist" else cfg.data.model_copy(update={"image_size": None})

@@ -136,11 +136,12 @@ def vector_pictures(gan: GAN, data: Dataset, scfg: SampleCfg, progress_dir: Path
     return paths
 
 
-def write_samples(params: Params, name: str, root: Path, data_dir: Path) -> list[Path]:
-    """All pictures of one trained variant (train@<name>'s outputs under `root`); returns the files written."""
+def write_samples(params: Params, name: str, root: Path, data_dir: Path, seed: Optional[int] = None) -> list[Path]:
+    """All pictures of one trained variant (train@<name>'s outputs under `root`; `seed`: that seed's run of a
+    multi-seed variant); returns the files written."""
     cfg, scfg = params.variant(name), params.sample
     device = resolve_device(cfg.train.device)
-    run = RunPaths.for_variant(name, root, data_dir)
+    run = RunPaths.for_variant(name, root, data_dir, seed)
     gan = load_trained(cfg, run.models, data_shape(cfg.data, data_dir), device)
     out_dir, progress_dir = run.pictures, run.progress
     with torch.no_grad():

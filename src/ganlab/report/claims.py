@@ -10,7 +10,7 @@ import numpy as np
 
 from ganlab.config import Params
 from ganlab.report.results import VariantResult, _scalar, fmt
-from ganlab.report.sources import MIN_TIMED_IMAGES, MISSING, STATED, Stated, Verdict, judge
+from ganlab.report.sources import HOLDS, MIN_TIMED_IMAGES, MISSING, STATED, Stated, Verdict, judge
 from ganlab.report.theory import ideal_losses, xy_game
 
 NOT_RECIPE = {"device", "log_every", "checkpoint_every", "grid_size", "tf32", "cudnn_benchmark", "fused",
@@ -139,8 +139,23 @@ def claims(params: Params, results: dict[str, VariantResult], classifier: Option
             ran = s.subject in results
             ctx = run_context(params, results[s.subject]) if ran else {}
         verdict = judge(s, ours, ctx) if ran else Verdict(MISSING, "not run here")
+        if ran and s.subject in results and results[s.subject].seeds:
+            verdict = per_seed(params, s, results[s.subject], classifier)
         out.append(Claim(s, ours, verdict, ran))
     return out
+
+
+def per_seed(params: Params, s: Stated, r: VariantResult, classifier: Optional[dict[str, Any]]) -> Verdict:
+    """A multi-seed variant's claim, judged on each seed: "holds in k of n seeds" (a failed seed counts in n).
+    The outcome is the seeds' most common one (holds on a tie: the claim is seen to hold)."""
+    verdicts = [judge(s, measured(s, {r.name: one}, classifier), run_context(params, one))
+                for one in r.seeds.values()]
+    n = len(verdicts) + len(r.failed)
+    k = sum(v.outcome == HOLDS for v in verdicts)
+    counts = {o: sum(v.outcome == o for v in verdicts) for o in {v.outcome for v in verdicts}}
+    outcome = max(counts, key=lambda o: (counts[o], o == HOLDS))
+    failed = f"; {len(r.failed)} failed to train" if r.failed else ""
+    return Verdict(outcome, f"holds in {k} of {n} seeds{failed}; seed {next(iter(r.seeds))}: {verdicts[0].text}")
 
 
 def tally(cs: list[Claim]) -> str:

@@ -32,9 +32,11 @@ class MlflowTracker(Tracker):
     """Logs one training run: resolved params and tags at the start, loss rows in batches, a grid per epoch, and
     at the end the final metrics, the loss curves, the generator (state dict + the config to rebuild it)."""
 
-    def __init__(self, name: str, cfg: TrackingCfg, stage: str, overrides: Optional[dict[str, Any]] = None):
+    def __init__(self, name: str, cfg: TrackingCfg, stage: str, overrides: Optional[dict[str, Any]] = None,
+                 parent: Optional[str] = None):
         telemetry(cfg)  # before open_client imports mlflow
         self.name, self.cfg, self.stage = name, cfg, stage
+        self.parent = parent  # one seed of a multi-seed run: the group's run (`open_seed_group`), its parent
         self.overrides = overrides or {}
         self.uri = tracking_uri(cfg)
         self.client = open_client(self.uri)
@@ -67,6 +69,8 @@ class MlflowTracker(Tracker):
                 "device": (torch.cuda.get_device_name() if cfg.train.device != "cpu" and torch.cuda.is_available()
                            else "cpu"),
                 "torch_version": torch.__version__, "pid": str(os.getpid()),
+                "seed": str(cfg.train.seed),  # `ganlab compare` finds a seed's run by dvc_exp_name + seed
+                **({"mlflow.parentRunId": self.parent} if self.parent else {}),
                 # the global overrides that shaped this run: filter with `tags.overridden LIKE '%model.loss%'`
                 # or `tags."override.model.loss" = 'bce'`
                 "overridden": ",".join(sorted(self.overrides)),
@@ -91,9 +95,12 @@ class MlflowTracker(Tracker):
                 self.logged = self._last_steps()
                 self.client.update_run(self.run_id, status="RUNNING")
                 self.client.set_tag(self.run_id, "pid", str(os.getpid()))
+                if self.parent:  # a restarted stage opened a new group run: the resumed seed joins it
+                    self.client.set_tag(self.run_id, "mlflow.parentRunId", self.parent)
                 return self.run_id
             self._close_orphans()
-            run = self.client.create_run(self._experiment_id(), run_name=run_name(self.name), tags=self._tags(cfg))
+            name = f"{self.name} seed {cfg.train.seed}" if self.parent else self.name
+            run = self.client.create_run(self._experiment_id(), run_name=run_name(name), tags=self._tags(cfg))
             self.run_id = run.info.run_id
             params = [Param(k, json.dumps(v) if isinstance(v, (list, tuple)) else str(v))
                       for k, v in flatten(cfg).items()]
@@ -101,6 +108,25 @@ class MlflowTracker(Tracker):
                 self.client.log_batch(self.run_id, params=params[i:i + 100])
             self.client.log_batch(self.run_id, tags=[RunTag("mlflow.note.content", _note(self.name, cfg))])
         return self.run_id
+
+    def open_seed_group(self, cfg: Variant, seeds: list[int]) -> str:
+        """The parent run of a multi-seed run: the runs table shows its seeds' runs nested under it. It holds the
+        variant's params and tags (without `seed`); `end_seed_group` closes it."""
+        with store_lock(self.uri):
+            self._close_orphans()
+            tags = {**self._tags(cfg), "seeds": ",".join(map(str, seeds)), "seed": "group"}
+            run = self.client.create_run(self._experiment_id(), run_name=run_name(f"{self.name} seeds"), tags=tags)
+            self.client.log_param(run.info.run_id, "train.seeds", len(seeds))
+        return run.info.run_id
+
+    def end_seed_group(self, run_id: str, n_ok: int, n_failed: int, status: str) -> None:
+        from mlflow.entities import Metric
+
+        ms = int(time.time() * 1000)
+        with store_lock(self.uri):
+            self.client.log_batch(run_id, metrics=[Metric("seeds_ok", n_ok, ms, 0),
+                                                   Metric("seeds_failed", n_failed, ms, 0)])
+            self.client.set_terminated(run_id, status=status)
 
     def _close_orphans(self) -> None:
         """Runs of this variant left RUNNING by a process that no longer exists (SIGKILL, a lost machine) end

@@ -1,0 +1,143 @@
+"""`ganlab compare` on real DVC experiments of the real pipeline (gaussian_2d, a few steps): verdicts that agree
+with scipy run on the per-seed values, `workspace`, the one-seed case with and without the noise-floor study,
+experiments that differ only in train.seed as one arm, a refused evaluator, and the page in Chromium at 1280 px."""
+
+import json
+import threading
+from http.server import ThreadingHTTPServer
+
+import pytest
+from scipy import stats as sps
+
+from conftest import FAST_DOWNLOAD, FakeFiles, _handler
+from helpers import ARTIFACTS, CHROMIUM_ARGS, chromium, git_commit_all, make_repo, run, tiny_evaluation
+
+pytestmark = pytest.mark.e2e
+V = "gaussian_2d"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, mnist_csv):
+    """Experiments: mse1 (one seed), bce3 (train.seeds 3), h2 (hinge, 2 seeds; the workspace after it); the evaluator's
+    digits from a loopback server (conftest's, held for the module: the experiments are made once)."""
+    state = FakeFiles()
+    state.files["/mnist_train.csv"], state.files["/mnist_test.csv"] = mnist_csv.train_csv, mnist_csv.test_csv
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state, threading.Lock()))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def edit(p):
+        p["data"]["mnist"].update(train_url=f"{url}/mnist_train.csv", train_rows=4000,
+                                  test_url=f"{url}/mnist_test.csv", test_rows=1000)
+        p["data"]["download"].update(FAST_DOWNLOAD)
+        p["variants"] = {V: p["variants"][V]}
+        p["variants"][V]["train"].update(max_steps=30, log_every=5)
+        p["train"]["seeds"] = 3
+        tiny_evaluation(p)
+    root = make_repo(tmp_path_factory.mktemp("cmp") / "repo", edit)
+    git_commit_all(root)
+    try:
+        for name, sets in (("mse1", ["model.loss=mse", "train.seeds=1"]), ("bce3", []),
+                           ("h2", ["model.loss=hinge", "train.seeds=2"])):
+            run(["git", "checkout", "--", "params.yaml"], root)  # `dvc exp run -S` leaves its edit in the workspace
+            run(["dvc", "exp", "run", "-q", "-n", name, *[a for s in sets for a in ("-S", s)], f"evaluate@{V}"], root)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return root
+
+
+def compare(root, *args, check=True):
+    return run(["ganlab", "compare", *args], root, check=check)
+
+
+def per_seed(root, exp):
+    import dvc.api
+
+    doc = json.loads(dvc.api.read(f"metrics/{V}/eval.json", repo=str(root), rev=exp))
+    return [doc["per_seed_headline"][s]["fid"] for s in sorted(doc["per_seed_headline"])] if "per_seed" in doc \
+        else [doc["fid_gaussian"]]
+
+
+def test_verdicts_agree_with_scipy_on_the_per_seed_values(repo):
+    status = run(["git", "status", "--porcelain"], repo).stdout
+    out = json.loads(compare(repo, "bce3", "h2", "--json").stdout)
+    assert run(["git", "status", "--porcelain"], repo).stdout == status  # the workspace is untouched
+    (row,) = [r for r in out["rows"] if r["metric"] == "fid"]
+    assert set(row) == {"variant", "metric", "a", "b", "diff", "p_better", "verdict"}
+    a, b = per_seed(repo, "bce3"), per_seed(repo, "h2")
+    assert (row["a"]["n"], row["b"]["n"], len(a), len(b)) == (3, 2, 3, 2)
+    t = sps.ttest_ind(a, b, equal_var=False)
+    ci = t.confidence_interval(0.95)
+    assert row["diff"]["mean"] == pytest.approx(sum(a) / 3 - sum(b) / 2)
+    assert (row["diff"]["lo"], row["diff"]["hi"]) == pytest.approx((ci.low, ci.high))
+    assert row["verdict"] == ("none" if t.pvalue >= 0.05 else ("a" if t.statistic < 0 else "b"))
+    assert row["p_better"] == pytest.approx(sum((x < y) + 0.5 * (x == y) for x in a for y in b) / 6)
+    # the workspace holds h2's run: the same configuration, so the same seeds (each counted once)
+    ws = json.loads(compare(repo, "workspace", "bce3", "--json").stdout)
+    (w,) = [r for r in ws["rows"] if r["metric"] == "fid"]
+    assert (w["a"]["n"], w["b"]["n"]) == (2, 3) and w["a"]["mean"] == pytest.approx(row["b"]["mean"])
+
+
+def test_one_seed_cannot_be_judged_and_shows_the_noise_floor(repo, tmp_path):
+    text = compare(repo, "mse1", "h2").stdout
+    assert "cannot judge (1 seed)" in text and "no noise-floor study" in text and "page:" in text
+    floor = tmp_path / "floor.json"
+    floor.write_text(json.dumps({V: {"fid": [0.1, 0.3, 0.2], "seeds": [0, 1, 2]}}))
+    compare(repo, "mse1", "h2", "--noise-floor", str(floor), "--out", str(tmp_path / "page"))
+    html = (tmp_path / "page" / "compare.html").read_text()
+    assert "cannot judge: one seed" in html and "seed spread alone: 0.1 to 0.3 over 3 seeds" in html
+
+
+def test_wrong_names_and_one_configuration_are_sentences(repo):
+    bad = compare(repo, "bce3", "nope", check=False)
+    assert bad.returncode == 2 and "no experiment named nope" in bad.stderr and "Traceback" not in bad.stderr
+    same = compare(repo, "h2", "workspace", check=False)
+    assert same.returncode == 2 and "1 configuration(s)" in same.stderr
+
+
+def test_experiments_that_differ_only_in_the_seed_are_one_arm():
+    from ganlab.report.compare import Exp, arms
+
+    def exp(name, seed, loss):
+        return Exp(name, name, {"train.seed": seed, "model.loss": loss}, {V: {"fid": seed}})
+    listing = {e.name: e for e in (exp("s0", 0, "bce"), exp("s1", 1, "bce"), exp("s2", 2, "bce"),
+                                   exp("l0", 0, "lsgan"), exp("l1", 1, "lsgan"))}
+    a, b = arms(["s1", "l0"], listing)  # the queue's siblings join the arm of the one named
+    assert sorted(e.name for e in a.exps) == ["s0", "s1", "s2"] and sorted(e.name for e in b.exps) == ["l0", "l1"]
+    assert list(a.seeds(V, None)) == [0, 1, 2]
+
+
+def test_a_different_evaluator_is_refused():
+    from ganlab.report.compare import Arm, Exp, Incomparable, differing
+
+    a = Arm("x", [Exp("x", "1", {"eval.n_samples": 100, "model.loss": "bce"}, {})])
+    b = Arm("y", [Exp("y", "2", {"eval.n_samples": 200, "model.loss": "mse"}, {})])
+    with pytest.raises(Incomparable, match="eval.n_samples is 100 in x and 200 in y"):
+        differing(a, b)
+    b.exps[0].params["eval.n_samples"] = 100
+    assert differing(a, b) == [("model.loss", "bce", "mse")]
+
+
+def test_the_page_fits_a_laptop_in_chromium(repo, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    compare(repo, "bce3", "h2", "--out", str(tmp_path))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto((tmp_path / "compare.html").as_uri(), wait_until="load")
+        page.wait_for_function("[...document.images].every(i => i.complete)")
+        page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
+        found = page.evaluate("""() => ({
+            scroll_width: document.documentElement.scrollWidth, client_width: document.documentElement.clientWidth,
+            grids: document.querySelectorAll(".grids img").length,
+            broken: [...document.images].filter(i => !(i.naturalWidth > 0)).map(i => i.src),
+            curves: [...document.querySelectorAll("img.curves")].filter(i => i.naturalWidth > 300).length,
+            method: document.querySelector("#method").innerText,
+            verdict_rows: document.querySelectorAll("#verdicts tr").length - 1})""")
+        browser.close()
+    assert found["scroll_width"] <= found["client_width"] == 1280, found
+    assert found["grids"] == 5 and not found["broken"] and found["curves"] == 1, found  # 3 + 2 seeds
+    assert "Welch" in found["method"] and found["verdict_rows"] >= 2
