@@ -24,7 +24,6 @@ import numpy as np
 
 from ganlab.config import flatten
 from ganlab.engine.contract import RunPaths
-from ganlab.io import atomic_write
 from ganlab.report import stats
 
 EVALUATOR = ("eval.", "classifier.")  # params that change how a number is measured: such arms are incomparable
