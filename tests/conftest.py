@@ -158,6 +158,28 @@ def write_data_params(directory: Path, data: dict[str, Any]) -> Path:
     return write_params(Path(directory) / "params.yaml", edit)
 
 
+# --------------------------------------------------------------------------------------------------- scheduling
+# The suite runs on two pytest-xdist workers (pyproject's addopts: `-n auto --dist loadgroup`). A worker is a session
+# of its own, so a test that shares something costly with others is kept on one worker with them: every test of the
+# lab (started once), and the tests of a module whose own fixtures are module- or session-scoped (trained once). The
+# end-to-end tests go first, so the long ones do not start last on a worker while the other idles.
+def _group(item: pytest.Item) -> Optional[str]:
+    if "lab" in item.fixturenames:
+        return "lab"
+    defs = item._fixtureinfo.name2fixturedefs.values()  # pytest's own record of the fixtures the test uses
+    shared = [d[-1] for d in defs if d and d[-1].scope in ("module", "session")
+              and Path(d[-1].baseid or ".").name == Path(item.nodeid.split("::")[0]).name]
+    return item.module.__name__ if shared else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: e2e first, else as collected
+
+
 # Fast retries for tests: no waiting between attempts.
 FAST_DOWNLOAD = {"retries": 2, "backoff": 0.0, "connect_timeout": 5, "read_timeout": 10, "chunk_bytes": 4096}
 

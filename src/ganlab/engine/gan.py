@@ -19,8 +19,8 @@ from ganlab.engine.settings import run_dtype
 class GAN:
     G: nn.Module
     D: nn.Module
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
+    opt_g: Optional[torch.optim.Optimizer]  # None where nothing trains (sampling, evaluation)
+    opt_d: Optional[torch.optim.Optimizer]
     loss: Loss
     cfg: Variant
     rng: torch.Generator
@@ -53,7 +53,9 @@ def make_optimizer(params: Any, cfg: Variant, lr: float) -> torch.optim.Optimize
     return torch.optim.Adam(params, lr=lr, betas=t.betas, capturable=t.cuda_graph, **kernels)
 
 
-def build_gan(cfg: Variant, data_shape: tuple[int, ...], device: torch.device) -> GAN:
+def build_gan(cfg: Variant, data_shape: tuple[int, ...], device: torch.device, optimizers: bool = True) -> GAN:
+    """The variant's networks, initialised from its seed, with their optimisers unless `optimizers` is false
+    (sampling and evaluation: a torch optimiser's first construction imports torch._dynamo, seconds a process)."""
     torch.manual_seed(cfg.train.seed)  # initialisation comes from the global RNG, on the CPU, on every device
     dtype = torch.get_default_dtype()  # float64 inside an fp64 run's `fit`; float32 for sampling and evaluation
     with run_dtype("fp32"):  # an fp64 run starts from the fp32 run's weights, cast
@@ -65,8 +67,9 @@ def build_gan(cfg: Variant, data_shape: tuple[int, ...], device: torch.device) -
         G.compile()
         D.compile()
     rng = torch.Generator(device).manual_seed(cfg.train.seed)
-    return GAN(G, D, make_optimizer(G.parameters(), cfg, cfg.train.lr_g),
-               make_optimizer(D.parameters(), cfg, cfg.train.lr_d), get_loss(cfg.model.loss), cfg, rng)
+    opt_g = make_optimizer(G.parameters(), cfg, cfg.train.lr_g) if optimizers else None
+    opt_d = make_optimizer(D.parameters(), cfg, cfg.train.lr_d) if optimizers else None
+    return GAN(G, D, opt_g, opt_d, get_loss(cfg.model.loss), cfg, rng)
 
 
 def fixed_latent(gan: GAN) -> tuple[Tensor, Optional[Tensor]]:

@@ -46,7 +46,7 @@ def load_trained(cfg: Variant, models_dir: Path, shape: tuple[int, ...], device:
     path = Path(models_dir) / "generator.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; train the variant first (`dvc repro train@<variant>`)")
-    gan = build_gan(cfg, shape, device)
+    gan = build_gan(cfg, shape, device, optimizers=False)
     load_state_dict(gan.G, path)  # tensors only: a generator.pt holding pickled code is refused unrun
     return gan
 

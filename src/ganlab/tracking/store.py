@@ -95,17 +95,23 @@ def origin_tags() -> dict[str, str]:
     return tags
 
 
+_OPEN: dict[str, Any] = {}  # uri -> its client: a stage opens its store once (an open takes about a second)
+
+
 def open_client(uri: str) -> Any:
     """An MlflowClient whose store exists. Opening a fresh SQLite store creates its schema (MLflow runs its
     migrations on first use), so that happens under `store_lock` like every other write: two runs started at once
-    on a new store would otherwise both create the tables and one of them crash."""
-    from mlflow.tracking import (
-        MlflowClient,  # imported here: it takes seconds, and only stages need it
-    )
+    on a new store would otherwise both create the tables and one of them crash. The client is kept for the
+    process, unless its SQLite file has gone since (a store removed and made anew is opened anew)."""
+    client = _OPEN.get(uri)
+    if client is not None and (not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists()):
+        return client
+    from mlflow.tracking import MlflowClient  # imported here: it takes seconds, and only stages need it
 
     with store_lock(uri):
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)  # opens the store: creates or migrates the schema now
+    _OPEN[uri] = client
     return client
 
 
