@@ -9,7 +9,8 @@ per layer, one optimiser update per network, one kernel launch where the sequent
 Each seed's checkpoint is an ordinary one-seed checkpoint (written from the stack), so a killed joint run resumes
 every seed exactly, and a seed can be resumed alone by `fit`. A seed whose loss becomes NaN stops: its MLflow run
 ends FAILED, its rows stop, the others train on (its rows of the stack keep computing, harmlessly: nothing mixes
-seeds); at the end `SeedsDiverged` names it, after the others' outputs are written.
+seeds), and its entry in the result says so ({"status": "failed", "seed", "error"}, as `train.fit_seeds` records
+a failed seed).
 """
 
 from __future__ import annotations
@@ -48,16 +49,6 @@ def supported(cfg: Variant) -> Optional[str]:
     ]
     why = [r for bad, r in reasons if bad]
     return "; ".join(why) if why else None
-
-
-class SeedsDiverged(TrainingDiverged):
-    """Some seeds' losses became NaN; `results` holds the finished seeds' metrics, `failed` {seed: message}."""
-
-    def __init__(self, failed: dict[int, str], results: dict[int, dict]):
-        self.failed, self.results = failed, results
-        done = ", ".join(map(str, results)) or "none"
-        super().__init__(f"{len(failed)} seed(s) diverged: " + "; ".join(f"seed {s}: {m}" for s, m in failed.items())
-                         + f" (seeds finished: {done})")
 
 
 class JointSteps:
@@ -150,12 +141,15 @@ class Seed:
 
 
 def seed_config(cfg: Variant, seed: int) -> Variant:
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
+    """The one-seed run's config (`train.seeds: 1` where the config has multi-seed runs)."""
+    one = {"seed": seed, **({"seeds": 1} if "seeds" in type(cfg.train).model_fields else {})}
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=one)})
 
 
 def fit_joint(cfg: Variant, name: str, seeds: list[int], paths: Callable[[int], RunPaths],
               tracker: Callable[[int], Tracker], overrides: Optional[dict[str, Any]] = None) -> dict[int, dict]:
-    """Train `seeds` of one variant together; {seed: metrics} as `fit` returns them for `train.seed: s`."""
+    """Train `seeds` of one variant together. Returns {seed: {"status": "ok", **train.json}} as `fit` writes it
+    for `train.seed: s`, or {"status": "failed", "seed": s, "error": ...} for a seed that diverged."""
     why = supported(cfg)
     if why:
         raise ValueError(f"{name}: its seeds cannot train jointly: {why}")
@@ -187,16 +181,15 @@ def _fit_joint(cfg, name, seeds, paths, tracker, overrides) -> dict[int, dict]:
             train_group([r for r in todo if r.prog.step == step], data, per_epoch, total, name)
         results = {}
         for r in runs:
-            if not r.failed:
-                results[r.seed] = finish(r, data, per_epoch, device, name, overrides)
+            if r.failed:
+                results[r.seed] = {"status": "failed", "seed": r.seed, "error": f"TrainingDiverged: {r.failed}"}
+            else:
+                results[r.seed] = {"status": "ok", **finish(r, data, per_epoch, device, name, overrides)}
     except BaseException as exc:
         for r in runs:
             if not r.failed and not r.prog.finished:
                 r.tracker.end({}, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-    failed = {r.seed: r.failed for r in runs if r.failed}
-    if failed:
-        raise SeedsDiverged(failed, results)
     return results
 
 
