@@ -46,6 +46,37 @@ def child(variant: str, steps: int, seeds: int, data_dir: Path, root: Path) -> d
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def agreement(variants: list[str], steps: int, data_dir: Path, work: Path) -> dict:
+    """Seed 1 of a 2-seed joint run against `fit` with train.seed 1, after `steps` steps, in fp32 and fp64: the
+    largest absolute difference over G's and D's weights, and that over the largest weight (relative)."""
+    import torch
+
+    from ganlab.config import load_params
+    from ganlab.engine.contract import RunPaths, Tracker
+    from ganlab.engine.joint import fit_joint, seed_config
+    from ganlab.engine.train import fit
+
+    out = {}
+    for v in variants:
+        for prec in ("fp32", "fp64"):
+            cfg = load_params(ROOT / "params.yaml").variant(v)
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
+                "max_steps": steps, "device": "cpu", "precision": prec})})
+            root = Path(tempfile.mkdtemp(dir=work))
+            paths = lambda s, r: RunPaths(f"{v}/seed{s}", root / r, data_dir)  # noqa: E731
+            fit_joint(cfg, v, [0, 1], lambda s: paths(s, "joint"), lambda s: Tracker())
+            fit(seed_config(cfg, 1), v, paths(1, "one"))
+            diff = scale = 0.0
+            for net in ("generator.pt", "discriminator.pt"):
+                a, b = (torch.load(paths(1, r).models / net) for r in ("joint", "one"))
+                for k in a:
+                    diff = max(diff, (a[k].double() - b[k].double()).abs().max().item())
+                    scale = max(scale, b[k].double().abs().max().item())
+            out[f"{v} {prec}"] = {"max_abs_diff": diff, "relative": diff / scale, "steps": steps}
+            print(f"{v} {prec}: max |joint - one| {diff:.3g} ({diff / scale:.3g} of the largest weight)", flush=True)
+    return out
+
+
 def run_child(variant: str, steps: int, seeds: int, data_dir: Path, work: Path) -> dict:
     root = Path(tempfile.mkdtemp(dir=work))
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -77,12 +108,22 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--agreement", type=int, metavar="STEPS",
+                    help="instead of timing: seed 1 jointly vs alone after STEPS steps, fp32 and fp64")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         v, steps, seeds, d, root = args.child
         print(json.dumps(child(v, int(steps), int(seeds), Path(d), Path(root))))
+        return
+    if args.agreement:
+        with tempfile.TemporaryDirectory() as tmp:
+            found = agreement([v.split(":")[0] for v in args.variants], args.agreement,
+                              data(args.data_dir, Path(tmp)), Path(tmp))
+        out = args.out or ROOT / "bench/results/joint-agreement.json"
+        out.write_text(json.dumps(found, indent=2) + "\n")
+        print(f"wrote {out}")
         return
     load = [os.getloadavg()]
     results: dict[str, list[dict]] = {}

@@ -51,6 +51,21 @@ def supported(cfg: Variant) -> Optional[str]:
     return "; ".join(why) if why else None
 
 
+def worthwhile(cfg: Variant) -> Optional[str]:
+    """None when training the seeds jointly is measured (or, on a GPU, expected) to be faster than one after
+    another, else why not; `train.fit_seeds` trains jointly only when this and `supported` are both None.
+    Measured on the 2-core CPU (bench/README.md, "Seeds trained together"): a batched variant's products already
+    run at the sgemm rate, so 5 seeds cost 5x one (no gain), and at batch 1 the joint autograd step is slower
+    than the one-seed hand-written step run 5 times. On a GPU the S small kernels become one (expected gain)."""
+    if resolve_device(cfg.train.device).type == "cuda":
+        return None
+    if cfg.train.batch_size == 1:
+        return ("on a CPU at batch 1 the one-seed hand-written step run once per seed is faster than the joint "
+                "step (5 seeds of mnist_mlp: 10.9 ms CPU a joint step against 5 x 0.86 ms, bench/README.md)")
+    return ("on a CPU a batched fully connected variant's products already run at the sgemm rate: 5 seeds "
+            "jointly cost 5.0x one seed (mnist_vanilla, bench/README.md), so they train one after another")
+
+
 class JointSteps:
     """`step.iteration` for S seeds at once: the same order (D on real, [its own step], G, D on the detached fake,
     D's step, G's step through D), the losses per seed (vmap over the loss registry's functions), their sum
@@ -71,15 +86,15 @@ class JointSteps:
         """The stack from the seeds' modules and optimisers (fresh or resumed)."""
         self.G.from_modules([g.G for g in self.gans])
         self.D.from_modules([g.D for g in self.gans])
-        opt_from_seeds(self.opt_g, self.G.params, [g.opt_g for g in self.gans])
-        opt_from_seeds(self.opt_d, self.D.params, [g.opt_d for g in self.gans])
+        opt_from_seeds(self.opt_g, self.G, [g.opt_g for g in self.gans])
+        opt_from_seeds(self.opt_d, self.D, [g.opt_d for g in self.gans])
 
     def store(self) -> None:
         """The seeds' modules and optimisers from the stack (for a checkpoint, a grid, the outputs)."""
         self.G.to_modules([g.G for g in self.gans])
         self.D.to_modules([g.D for g in self.gans])
-        opt_to_seeds(self.opt_g, self.G.params, [g.opt_g for g in self.gans])
-        opt_to_seeds(self.opt_d, self.D.params, [g.opt_d for g in self.gans])
+        opt_to_seeds(self.opt_g, self.G, [g.opt_g for g in self.gans])
+        opt_to_seeds(self.opt_d, self.D, [g.opt_d for g in self.gans])
 
     @staticmethod
     def _step(opt: torch.optim.Optimizer, loss: Tensor) -> None:

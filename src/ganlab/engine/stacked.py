@@ -1,7 +1,9 @@
 """S copies of one fully connected network (one per seed), as one network over stacked weights.
 
-Seed s's Linear weight (out, in) becomes row s of a (S, out, in) tensor, and a layer of all S networks is one
-batched product: `baddbmm(b (S, 1, out), x (S, B, in), W^T (S, in, out))`. Activations are elementwise; LayerNorm
+Seed s's Linear weight (out, in) is kept transposed, as row s of a contiguous (S, in, out) tensor, and a layer of
+all S networks is one batched product: `baddbmm(b (S, 1, out), x (S, B, in), W^T (S, in, out))`. (Stacked as
+(S, out, in), autograd's weight gradient came out transposed and was copied into the parameter's layout at every
+backward: 28 % of a batch-1 step's CPU time.) Activations are elementwise; LayerNorm
 normalises each row over its last dim and then applies seed s's affine; BatchNorm1d of S networks over (S, B, C)
 is one BatchNorm1d over (B, S*C) (its statistics are per column, so per seed and channel), with the running
 statistics flat (S*C,). Nothing mixes seeds, so the gradient of the sum of the S losses with respect to row s is
@@ -33,12 +35,16 @@ class StackedMlp:
         self.params: list[Tensor] = []
         self.buffers: list[Tensor] = []  # BatchNorm running mean and var, flat (S*C,)
         self.tracked: list[Tensor] = []  # BatchNorm num_batches_tracked (S,)
+        self.transposed: list[bool] = []  # per stacked parameter: row s is the module's tensor transposed
         for i, mod in enumerate(first.net):
             mods = [m.net[i] for m in modules]
             if isinstance(mod, (nn.Linear, nn.LayerNorm, nn.BatchNorm1d)):
-                ps = [torch.stack([getattr(m, k).detach() for m in mods]).requires_grad_(True)
-                      for k in ("weight", "bias")]
+                t = isinstance(mod, nn.Linear)  # (S, in, out)
+                ps = [torch.stack([m.weight.detach().t() if t else m.weight.detach() for m in mods]).contiguous(),
+                      torch.stack([m.bias.detach() for m in mods])]
+                ps = [p.requires_grad_(True) for p in ps]
                 self.params += ps
+                self.transposed += [t, False]
                 if isinstance(mod, nn.BatchNorm1d):
                     bufs = [torch.cat([getattr(m, k) for m in mods]) for k in ("running_mean", "running_var")]
                     self.buffers += bufs
@@ -63,7 +69,7 @@ class StackedMlp:
             h = torch.cat([h, F.one_hot(y, self.n_classes).to(h.dtype)], dim=2)
         for kind, mod, ps in self.layers:
             if kind == "Linear":
-                h = torch.baddbmm(ps[1].unsqueeze(1), h, ps[0].transpose(1, 2))
+                h = torch.baddbmm(ps[1].unsqueeze(1), h, ps[0])
             elif kind == "LayerNorm":
                 h = F.layer_norm(h, mod.normalized_shape, eps=mod.eps) * ps[0].unsqueeze(1) + ps[1].unsqueeze(1)
             elif kind == "BatchNorm1d":
@@ -89,16 +95,16 @@ class StackedMlp:
     def to_modules(self, modules: list[nn.Module]) -> None:
         """Write row s of every stacked tensor into seed s's module."""
         for s, m in enumerate(modules):
-            for p, stacked in zip(m.parameters(), self.params):
-                p.copy_(stacked[s])
+            for p, stacked, t in zip(m.parameters(), self.params, self.transposed):
+                p.copy_(stacked[s].t() if t else stacked[s])
             self._buffers_io(m, s, into_module=True)
 
     @torch.no_grad()
     def from_modules(self, modules: list[nn.Module]) -> None:
         """Read the modules back into the stack (after a resume, or a grid drawn in train mode moved BN's count)."""
         for s, m in enumerate(modules):
-            for p, stacked in zip(m.parameters(), self.params):
-                stacked[s].copy_(p)
+            for p, stacked, t in zip(m.parameters(), self.params, self.transposed):
+                stacked[s].copy_(p.t() if t else p)
             self._buffers_io(m, s, into_module=False)
 
     def _buffers_io(self, m: nn.Module, s: int, into_module: bool) -> None:
@@ -112,20 +118,21 @@ class StackedMlp:
                 (mine.copy_(stacked) if into_module else stacked.copy_(mine))
 
 
-def opt_to_seeds(opt: torch.optim.Optimizer, params: list[Tensor], seed_opts: list[torch.optim.Optimizer]) -> None:
+def opt_to_seeds(opt: torch.optim.Optimizer, net: StackedMlp, seed_opts: list[torch.optim.Optimizer]) -> None:
     """Give each seed's optimiser its row of the stacked optimiser's state (copies, so a checkpoint holds one seed)."""
     for s, so in enumerate(seed_opts):
         seed_params = so.param_groups[0]["params"]
-        for p, sp in zip(params, seed_params):
+        for p, sp, t in zip(net.params, seed_params, net.transposed):
             st = opt.state.get(p)
             if st:
-                so.state[sp] = {k: (v.detach().clone() if v.dim() == 0 else v[s].detach().clone())
+                so.state[sp] = {k: (v.detach().clone() if v.dim() == 0 else
+                                    (v[s].t() if t else v[s]).detach().clone(memory_format=torch.contiguous_format))
                                 for k, v in st.items()}
 
 
-def opt_from_seeds(opt: torch.optim.Optimizer, params: list[Tensor], seed_opts: list[torch.optim.Optimizer]) -> None:
+def opt_from_seeds(opt: torch.optim.Optimizer, net: StackedMlp, seed_opts: list[torch.optim.Optimizer]) -> None:
     """The stacked optimiser's state from the seeds' (resumed) ones; all seeds must be at the same step count."""
-    for j, p in enumerate(params):
+    for j, (p, t) in enumerate(zip(net.params, net.transposed)):
         states = [so.state.get(so.param_groups[0]["params"][j], {}) for so in seed_opts]
         if not any(states):
             continue
@@ -138,5 +145,5 @@ def opt_from_seeds(opt: torch.optim.Optimizer, params: list[Tensor], seed_opts: 
                     raise ValueError("the joint engine: the seeds' optimiser step counts differ")
                 st[k] = v.clone()
             else:
-                st[k] = torch.stack([o[k] for o in states])
+                st[k] = torch.stack([o[k].t() if t else o[k] for o in states]).contiguous()
         opt.state[p] = st
