@@ -140,7 +140,7 @@ def test_conv_families_say_why_they_train_one_after_another():
         joint.fit_joint(PARAMS.variant("mnist_dcgan"), "mnist_dcgan", [0, 1], None, None)
 
 
-def test_on_a_cpu_the_seeds_train_one_after_another_where_joint_measured_no_faster():
-    """`worthwhile`: the measured CPU figures route both batch 1 and batched variants to the sequential loop."""
+def test_on_a_cpu_batch_1_seeds_train_one_after_another():
+    """`worthwhile`: the measured CPU figures send batch 1 to the sequential loop and batched variants to the joint."""
     assert "batch 1" in joint.worthwhile(variant("mnist_mlp"))
-    assert "sgemm" in joint.worthwhile(variant("mnist_vanilla"))
+    assert joint.worthwhile(variant("mnist_vanilla")) is None

@@ -53,17 +53,15 @@ def supported(cfg: Variant) -> Optional[str]:
 
 def worthwhile(cfg: Variant) -> Optional[str]:
     """None when training the seeds jointly is measured (or, on a GPU, expected) to be faster than one after
-    another, else why not; `train.fit_seeds` trains jointly only when this and `supported` are both None.
-    Measured on the 2-core CPU (bench/README.md, "Seeds trained together"): a batched variant's products already
-    run at the sgemm rate, so 5 seeds cost 5x one (no gain), and at batch 1 the joint autograd step is slower
-    than the one-seed hand-written step run 5 times. On a GPU the S small kernels become one (expected gain)."""
-    if resolve_device(cfg.train.device).type == "cuda":
+    another, else why not; `train.fit_seeds` should train jointly only when this and `supported` are both None.
+    Measured on the busy 2-core VM (bench/README.md, "Seeds trained together"): 5 seeds of mnist_vanilla jointly
+    took 1.18x one seed's wall time (its 2 threads wait on each other less per op when each op is 5x larger), but
+    at batch 1 the joint autograd step is ~10x one seed's hand-written step, so batch 1 stays sequential (5x)."""
+    if resolve_device(cfg.train.device).type == "cuda" or cfg.train.batch_size > 1:
         return None
-    if cfg.train.batch_size == 1:
-        return ("on a CPU at batch 1 the one-seed hand-written step run once per seed is faster than the joint "
-                "step (5 seeds of mnist_mlp: 10.9 ms CPU a joint step against 5 x 0.86 ms, bench/README.md)")
-    return ("on a CPU a batched fully connected variant's products already run at the sgemm rate: 5 seeds "
-            "jointly cost 5.0x one seed (mnist_vanilla, bench/README.md), so they train one after another")
+    return ("at batch 1 on a CPU the one-seed hand-written step run once per seed is faster than the joint "
+            "autograd step (5 seeds of mnist_mlp: 10x one seed's wall time jointly against 5x in sequence, "
+            "bench/README.md)")
 
 
 class JointSteps:
