@@ -16,49 +16,29 @@ kernels, not the schedule; all are off by default.
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from ganlab.config import ConfigError, Variant
 from ganlab.data.load import Dataset, load_dataset
-from ganlab.engine import mlp_steps
+from ganlab.engine import joint, mlp_steps
 from ganlab.engine.checkpoint import Progress, announce, resume
 from ganlab.engine.checkpoint import save as save_checkpoint
-from ganlab.engine.contract import LOG_COLUMNS, RunPaths, Tracker, TrainingDiverged
+from ganlab.engine.contract import RunPaths, Tracker, TrainingDiverged
 from ganlab.engine.distributed import Parallel
-from ganlab.engine.interrupt import Stopped, stop_requested
 from ganlab.engine.gan import GAN, build_gan, fixed_latent, generate
+from ganlab.engine.interrupt import Stopped, stop_requested
+from ganlab.engine.outputs import end_epoch, images_trained, picture, plan, summary, write_outputs
 from ganlab.engine.runners import Logger, Steps, step_runner
-from ganlab.engine.settings import cpu_threads, peak_memory, resolve_device, run_dtype, set_backends, training_threads
-from ganlab.images import make_grid, save_png
-from ganlab.io import BadFile, atomic_torch_save, atomic_write
+from ganlab.engine.settings import cpu_threads, resolve_device, run_dtype, set_backends, training_threads
+from ganlab.io import BadFile
 
-
-def picture(data: Dataset, samples: Tensor) -> np.ndarray:
-    """Samples as a uint8 picture: an image grid, or for vectors one row per sample (values in [0,1] stretched)."""
-    if samples.dim() == 4:
-        return make_grid(data.unscale(samples))
-    v = samples.detach().float().cpu()
-    lo, hi = v.min(), v.max()
-    return ((v - lo) / (hi - lo + 1e-12) * 255).round().to(torch.uint8).numpy()
-
-
-def plan(cfg: Variant, n: int) -> tuple[int, int]:
-    """(steps per epoch, total steps)."""
-    b = cfg.train.batch_size
-    if b > n:
-        raise ConfigError(f"train.batch_size {b} is larger than the {n} training samples")
-    per_epoch = n // b if cfg.train.drop_last else math.ceil(n / b)
-    total = per_epoch * cfg.train.epochs
-    return per_epoch, min(total, cfg.train.max_steps or total)
+__all__ = ["fit", "train_steps", "plan", "images_trained"]  # plan, images_trained: where callers found them
 
 
 def run_epoch(gan: GAN, data: Dataset, prog: Progress, log: Logger, steps: Steps, per_epoch: int, total: int,
@@ -114,7 +94,16 @@ def fit_seeds(cfg: Variant, name: str, seeds: list[int], paths: Callable[[int], 
     """Train the variant under each seed, one after another: seed `s` is exactly `fit` of the variant with
     `train.seed: s` (and `train.seeds: 1`), so it gives the weights a single run of that seed gives. A seed that
     diverges or fails is recorded ({"status": "failed", "error": ...}) and the others go on; a mistake that would
-    fail every seed alike (the config, a missing or bad file) stops at once. Returns {seed: train.json or failure}."""
+    fail every seed alike (the config, a missing or bad file) stops at once. Returns {seed: train.json or failure}.
+
+    Where the family allows it and it pays (joint.supported, joint.worthwhile) the seeds train together instead,
+    as one stacked computation with the same per-seed results (docs/benchmarks.md); the log says which and why."""
+    if len(seeds) > 1:
+        why = joint.supported(cfg) or joint.worthwhile(cfg) if par is None else "a data-parallel run (train.nproc)"
+        if why is None:
+            print(f"train@{name}: seeds {seeds} train together (one stacked computation)", file=sys.stderr)
+            return joint.fit_joint(cfg, name, seeds, paths, tracker, overrides)
+        print(f"train@{name}: seeds {seeds} train one after another: {why}", file=sys.stderr)
     results: dict[int, dict[str, Any]] = {}
     for s in seeds:
         one = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": s, "seeds": 1})})
@@ -196,53 +185,3 @@ def train_steps(gan: GAN, data: Dataset, prog: Progress, per_epoch: int, total: 
                 run_epoch(gan, data, prog, log, steps, per_epoch, total, ckpt, tracker, bar)
             end_epoch(gan, data, prog, fixed_z, fixed_y, tracker)
     prog.stop_clock()
-
-
-def end_epoch(gan: GAN, data: Dataset, prog: Progress, z: Tensor, y: Optional[Tensor], tracker: Tracker) -> None:
-    """Record the fixed-noise samples of the epoch just finished (or cut short by max_steps) and move on."""
-    samples = generate(gan.G, z, y)
-    epoch = prog.epoch + 1
-    prog.grids[epoch] = picture(data, samples)
-    if samples.dim() == 2:
-        prog.samples[epoch] = samples.cpu().tolist()
-    tracker.log_grid(epoch, prog.step, prog.grids[epoch])
-    prog.epoch, prog.perm = epoch, None
-
-
-def images_trained(cfg: Variant, n: int, per_epoch: int, steps: int) -> int:
-    """Real images consumed by `steps` steps, exactly: an epoch is n images, or per_epoch full batches when
-    drop_last drops the partial one; a short last batch (drop_last: false) counts its true size."""
-    b = cfg.train.batch_size
-    per_pass = per_epoch * b if cfg.train.drop_last else n
-    full, rest = divmod(steps, per_epoch)
-    return full * per_pass + min(rest * b, per_pass)
-
-
-def summary(cfg: Variant, name: str, prog: Progress, device: torch.device, n: int,
-            per_epoch: int) -> dict[str, Any]:
-    """train.json. `epochs_done` is steps / steps per epoch (a run cut by max_steps ends inside an epoch), so an
-    epoch whose partial batch drop_last drops still counts as one; `images_seen` counts the images really used."""
-    last = prog.rows[-1]
-    images = images_trained(cfg, n, per_epoch, prog.step)
-    mem, mem_kind = peak_memory(device)
-    return {"variant": name, "d_loss": last["d_loss"], "g_loss": last["g_loss"], "d_x": last["d_x"],
-            "d_gz": last["d_gz"], "steps": prog.step, "epochs": prog.epoch,
-            "steps_per_epoch": per_epoch, "epochs_done": round(prog.step / per_epoch, 4), "n_train": n,
-            "batch_size": cfg.train.batch_size, "images_seen": images,
-            "wall_time_s": round(prog.wall_s, 3), "images_per_s": round(images / max(prog.wall_s, 1e-9), 1),
-            "peak_memory_bytes": mem, "peak_memory_kind": mem_kind, "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "run_id": prog.run_id}
-
-
-def write_outputs(gan: GAN, data: Dataset, prog: Progress, metrics: dict[str, Any], paths: RunPaths) -> None:
-    for net, fname in ((gan.G, "generator.pt"), (gan.D, "discriminator.pt")):
-        atomic_torch_save(net.state_dict(), paths.models / fname)
-    atomic_write(paths.train_json, json.dumps(metrics, indent=2) + "\n")
-    lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r[c]:.6g}" for c in LOG_COLUMNS) for r in prog.rows]
-    atomic_write(paths.losses_csv, "\n".join(lines) + "\n")
-    for epoch, grid in prog.grids.items():
-        save_png(grid, paths.progress / f"epoch_{epoch:03d}.png")
-    for epoch, rows in prog.samples.items():
-        atomic_write(paths.progress / f"epoch_{epoch:03d}.csv",
-                     "\n".join(",".join(f"{v:.6g}" for v in r) for r in rows) + "\n")
