@@ -141,6 +141,23 @@ def test_conv_families_say_why_they_train_one_after_another():
 
 
 def test_on_a_cpu_batch_1_seeds_train_one_after_another():
-    """`worthwhile`: the measured CPU figures send batch 1 to the sequential loop and batched variants to the joint."""
+    """`worthwhile`: the measured CPU figures send every family to the sequential loop on a CPU (batch 1: slower
+    jointly; batched: no arithmetic saved), with the reason."""
     assert "batch 1" in joint.worthwhile(variant("mnist_mlp"))
-    assert joint.worthwhile(variant("mnist_vanilla")) is None
+    assert "train.joint: on" in joint.worthwhile(variant("mnist_vanilla"))
+
+
+@pytest.mark.parametrize("mode, together", [("auto", False), ("on", True), ("off", False)])
+def test_fit_seeds_trains_together_as_train_joint_says(monkeypatch, capsys, mode, together):
+    """The stage's fit_seeds hands the seeds to the joint path under `on` (a family that allows it), never under
+    `off`, and under `auto` only where it pays (not on this CPU); the log says which and why."""
+    from ganlab.engine import train
+
+    calls = []
+    monkeypatch.setattr(joint, "fit_joint", lambda cfg, name, seeds, *a: calls.append(seeds) or {})
+    monkeypatch.setattr(train, "fit", lambda one, *a, **k: {"seed": one.train.seed})
+    cfg = variant("mnist_vanilla")
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"joint": mode})})
+    train.fit_seeds(cfg, "mnist_vanilla", [0, 1], lambda s: None, lambda s: None)
+    assert calls == ([[0, 1]] if together else [])
+    assert ("train together" in capsys.readouterr().err) == together

@@ -283,6 +283,10 @@ class TrainCfg(Strict):
     # Seeds trained by one train@ stage: train.seed ... train.seed + seeds - 1, each a run of its own (1: the usual
     # single run). Default 1: every seed costs one more full training (docs/experiments.md, "Seeds").
     seeds: Annotated[int, Field(ge=1, le=100)] = 1
+    # How several seeds train: auto: together (one stacked computation) where the family allows it and it is
+    # measured to pay (a GPU), else one after another; on: together wherever the family allows it; off: one after
+    # another (each seed then gives bitwise the weights of a single run of that seed, on CPU)
+    joint: Literal["auto", "on", "off"] = "auto"
     device: Device = "auto"
     log_every: PosInt = 10
     checkpoint_every: PosInt = 1000

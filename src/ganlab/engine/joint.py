@@ -55,15 +55,19 @@ def supported(cfg: Variant) -> Optional[str]:
 
 def worthwhile(cfg: Variant) -> Optional[str]:
     """None when training the seeds jointly is measured (or, on a GPU, expected) to be faster than one after
-    another, else why not; `train.fit_seeds` should train jointly only when this and `supported` are both None.
-    Measured on the busy 2-core VM (bench/README.md, "Seeds trained together"): 5 seeds of mnist_vanilla jointly
-    took 1.18x one seed's wall time (its 2 threads wait on each other less per op when each op is 5x larger), but
-    at batch 1 the joint autograd step is ~10x one seed's hand-written step, so batch 1 stays sequential (5x)."""
-    if resolve_device(cfg.train.device).type == "cuda" or cfg.train.batch_size > 1:
+    another, else why not; `train.fit_seeds` trains jointly under `train.joint: auto` only when this and
+    `supported` are both None (`on` skips this check). Measured on the busy 2-core VM (bench/README.md, "Seeds
+    trained together"): 5 seeds of mnist_vanilla jointly took 1.18x one seed's wall time but 5.0x its CPU time (no
+    arithmetic saved on a CPU), and at batch 1 the joint autograd step is ~10x one seed's hand-written step. So on
+    a CPU seeds train one after another, which also keeps each seed bitwise the single run of that seed."""
+    if resolve_device(cfg.train.device).type == "cuda":
         return None
-    return ("at batch 1 on a CPU the one-seed hand-written step run once per seed is faster than the joint "
-            "autograd step (5 seeds of mnist_mlp: 10x one seed's wall time jointly against 5x in sequence, "
-            "bench/README.md)")
+    if cfg.train.batch_size == 1:
+        return ("at batch 1 on a CPU the one-seed hand-written step run once per seed is faster than the joint "
+                "autograd step (5 seeds of mnist_mlp: 10x one seed's wall time jointly against 5x in sequence, "
+                "bench/README.md)")
+    return ("on a CPU the joint step saves no arithmetic (5 seeds of mnist_vanilla: 5.0x one seed's CPU time, "
+            "bench/README.md) and its float32 rounding differs from a single run's; train.joint: on forces it")
 
 
 class JointSteps:

@@ -99,7 +99,8 @@ def fit_seeds(cfg: Variant, name: str, seeds: list[int], paths: Callable[[int], 
     Where the family allows it and it pays (joint.supported, joint.worthwhile) the seeds train together instead,
     as one stacked computation with the same per-seed results (docs/benchmarks.md); the log says which and why."""
     if len(seeds) > 1:
-        why = joint.supported(cfg) or joint.worthwhile(cfg) if par is None else "a data-parallel run (train.nproc)"
+        why = (joint.supported(cfg) or (joint.worthwhile(cfg) if cfg.train.joint == "auto" else None)
+               if par is None and cfg.train.joint != "off" else "train.joint is off, or a data-parallel run")
         if why is None:
             print(f"train@{name}: seeds {seeds} train together (one stacked computation)", file=sys.stderr)
             return joint.fit_joint(cfg, name, seeds, paths, tracker, overrides)
