@@ -26,7 +26,7 @@ nice -n 19 "${cmd[@]}" >"$dest/dvc.log" 2>&1
 rc=$?
 wall=$(python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$t0" "$(date +%s.%N)")
 if [ $rc = 0 ]; then
-  cp "metrics/$variant/eval.json" "metrics/$variant/train.json" "$dest/"
+  cp "metrics/$variant/eval.json" "metrics/$variant/train.json" "$dest/" || rc=98  # 98: ran, outputs missing
 fi
 python3 - "$dest/run.json" "${cmd[*]}" "$rc" "$wall" "$started" <<'EOF'
 import json, sys
