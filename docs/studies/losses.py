@@ -42,7 +42,8 @@ def collect(study_dir: Path) -> dict[str, dict]:
     folders = sorted((p for p in study_dir.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, 99), p.name))
     for arm_dir in folders:
         arm = {"seeds": [], "failed": [], "wall_s": [], "train_wall_time_s": []}
-        for run_dir in sorted(arm_dir.glob("s*"), key=lambda p: int(p.name[1:])):
+        done = (p for p in arm_dir.glob("s*") if (p / "run.json").exists())  # a run still going has none yet
+        for run_dir in sorted(done, key=lambda p: int(p.name[1:])):
             seed, run = int(run_dir.name[1:]), json.loads((run_dir / "run.json").read_text())
             ev = json.loads((run_dir / "eval.json").read_text()) if run["rc"] == 0 else {}
             values = {k: ev.get(k) for k in LOWER_BETTER if k in ev}
