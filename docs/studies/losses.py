@@ -143,11 +143,26 @@ def markdown(arms: dict[str, dict], rows: list[dict] | None) -> str:
     return "\n".join(lines)
 
 
+def simulate(n_pairs: int = 2000, n: int = 5, shift: float = 2.0) -> dict:
+    """The verdict's error rates on normal arms of n seeds: identical arms called different (at most 1 − LEVEL
+    expected), and a shift of `shift` standard deviations detected (the power)."""
+    rng = np.random.default_rng(1)
+    same = sum(compare(list(rng.normal(0, 1, n)), list(rng.normal(0, 1, n)), True)["verdict"] in
+               ("a better", "b better") for _ in range(n_pairs)) / n_pairs
+    power = sum(compare(list(rng.normal(-shift, 1, n)), list(rng.normal(0, 1, n)), True)["verdict"] == "a better"
+                for _ in range(n_pairs)) / n_pairs
+    return {"false_difference_rate": same, "power": power, "n": n, "shift_sd": shift, "pairs": n_pairs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, required=True, help="the folder run_study.sh wrote (losses/, noise_floor/)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    ap.add_argument("--simulate", action="store_true", help="only print the verdict's simulated error rates")
     args = ap.parse_args()
+    if args.simulate:
+        print(simulate())
+        return
     for study in ("losses", "noise_floor"):
         if not (args.runs / study).is_dir():
             print(f"{args.runs / study}: no runs yet")
