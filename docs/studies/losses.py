@@ -1,0 +1,181 @@
+"""Study: *Are GANs created equal?* on MNIST (Lucic et al. 2018), and the seed noise floor of every variant.
+
+    python docs/studies/losses.py --runs RUNS [--out docs/studies]
+
+RUNS holds what docs/studies/run_study.sh copied out of each `dvc exp run`: RUNS/losses/<loss>/s<seed>/ and
+RUNS/noise_floor/<variant>/s<seed>/, each with run.json ({cmd, rc, wall_s}) and, when the run succeeded, the
+pipeline's own eval.json and train.json. Writes:
+- losses.json and noise_floor.json: {arm: {metric: [per-seed values], "seeds": [...], "failed": [...],
+  "wall_s": [...], "train_wall_time_s": [...]}}; a seed whose run failed or whose number is not finite is listed
+  in "failed", never dropped silently (its value is absent from the metric's list, and the tables count it);
+- losses_<metric>.png: each loss's per-seed values (strip) over its box;
+- losses_verdicts.json: each loss against bce per metric: Welch's 95 % interval of the difference of means
+  (scipy.stats.ttest_ind, equal_var=False), the probability of improvement P(a better than b) = U / (n_a n_b)
+  (scipy.stats.mannwhitneyu, ties count one half), and a verdict;
+and prints the markdown tables that docs/studies/losses.md shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+# eval.json keys of the headline metrics (ganlab.evaluation.evaluate.HEADLINE's sources), and which way is better
+LOWER_BETTER = {"fid_mnist": True, "kid_mnist": True, "unrecognisable_share": True, "class_coverage": False,
+                "fid_gaussian": True, "mean_error": True, "pattern_mae": True, "cgan_accuracy": False}
+PLOTTED = ("fid_mnist", "kid_mnist", "class_coverage", "unrecognisable_share")
+BASELINE = "bce"  # the non-saturating GAN, Lucic et al.'s reference
+LEVEL = 0.95
+ORDER = ("bce", "mse", "lsgan", "hinge", "wgan_gp", "pattern_1010", "gaussian_2d", "mnist_mlp_first", "mnist_linear",
+         "mnist_mlp", "mnist_vanilla", "mnist_lsgan", "mnist_dcgan", "mnist_cgan")
+
+
+def collect(study_dir: Path) -> dict[str, dict]:
+    """{arm: {metric: [values in seed order], "seeds", "failed", "wall_s", "train_wall_time_s"}}."""
+    arms = {}
+    order = {name: i for i, name in enumerate(ORDER)}  # bce first, then the losses as the project lists them
+    folders = sorted((p for p in study_dir.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, 99), p.name))
+    for arm_dir in folders:
+        arm = {"seeds": [], "failed": [], "wall_s": [], "train_wall_time_s": []}
+        done = (p for p in arm_dir.glob("s*") if (p / "run.json").exists())  # a run still going has none yet
+        for run_dir in sorted(done, key=lambda p: int(p.name[1:])):
+            seed, run = int(run_dir.name[1:]), json.loads((run_dir / "run.json").read_text())
+            ev = json.loads((run_dir / "eval.json").read_text()) if run["rc"] == 0 else {}
+            values = {k: ev.get(k) for k in LOWER_BETTER if k in ev}
+            if run["rc"] != 0 or not all(v is not None and math.isfinite(v) for v in values.values()):
+                arm["failed"].append(seed)
+                continue
+            arm["seeds"].append(seed)
+            arm["wall_s"].append(run["wall_s"])
+            arm["train_wall_time_s"].append(json.loads((run_dir / "train.json").read_text())["wall_time_s"])
+            for k, v in values.items():
+                arm.setdefault(k, []).append(v)
+        arms[arm_dir.name] = arm
+    return arms
+
+
+def compare(a: list[float], b: list[float], lower_better: bool) -> dict:
+    """Arm a against arm b: the difference of means a − b with Welch's interval, P(a better), and the verdict."""
+    a_, b_ = np.asarray(a, float), np.asarray(b, float)
+    out = {"n_a": len(a_), "n_b": len(b_), "diff": float(a_.mean() - b_.mean()) if len(a_) and len(b_) else None}
+    if min(len(a_), len(b_)) < 2:
+        return {**out, "lo": None, "hi": None, "p_better": None, "verdict": "cannot judge: fewer than 2 seeds"}
+    if np.ptp(a_) == 0 and np.ptp(b_) == 0:  # no spread at all (coverage 10 of 10 everywhere): no t interval
+        lo = hi = out["diff"]
+    else:
+        ci = stats.ttest_ind(a_, b_, equal_var=False).confidence_interval(LEVEL)
+        lo, hi = float(ci.low), float(ci.high)
+    u = stats.mannwhitneyu(a_, b_, alternative="two-sided").statistic  # pairs with a > b (+ half the ties)
+    p_greater = float(u) / (len(a_) * len(b_))
+    p_better = 1.0 - p_greater if lower_better else p_greater
+    if lo > 0 or hi < 0:  # the interval excludes no difference
+        a_higher = lo > 0
+        verdict = "a better" if a_higher != lower_better else "b better"
+    else:
+        verdict = f"no detectable difference with {len(a_)} and {len(b_)} seeds"
+    return {**out, "lo": lo, "hi": hi, "p_better": p_better, "verdict": verdict}
+
+
+def verdicts(arms: dict[str, dict]) -> list[dict]:
+    rows = []
+    for loss in (a for a in arms if a != BASELINE):
+        for metric in PLOTTED:
+            if metric in arms[loss] and metric in arms.get(BASELINE, {}):
+                rows.append({"a": loss, "b": BASELINE, "metric": metric,
+                             **compare(arms[loss][metric], arms[BASELINE][metric], LOWER_BETTER[metric])})
+    return rows
+
+
+def plot(arms: dict[str, dict], out: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = []
+    for metric in PLOTTED:
+        names = [a for a in arms if arms[a].get(metric)]
+        if not names:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.4), dpi=110)
+        ax.boxplot([arms[a][metric] for a in names], widths=0.5, showfliers=False)
+        jitter = np.random.default_rng(0)  # the strip's horizontal jitter only
+        for i, a in enumerate(names, start=1):
+            ys = arms[a][metric]
+            ax.scatter(i + jitter.uniform(-0.12, 0.12, len(ys)), ys, s=18, zorder=3, color="tab:blue")
+            if arms[a]["failed"]:
+                ax.annotate(f"{len(arms[a]['failed'])} failed", (i, ax.get_ylim()[1]), ha="center", va="top",
+                            color="tab:red", fontsize=8)
+        ax.set_xticks(range(1, len(names) + 1), [f"{a}\n(n={len(arms[a][metric])})" for a in names])
+        better = "lower" if LOWER_BETTER[metric] else "higher"
+        ax.set_title(f"mnist_vanilla networks: {metric} per seed ({better} is better)", fontsize=9)
+        fig.tight_layout()
+        path = out / f"losses_{metric}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _f(v, digits=3) -> str:
+    return "–" if v is None else f"{v:.{digits}g}"
+
+
+def markdown(arms: dict[str, dict], rows: list[dict] | None) -> str:
+    lines = []
+    if rows is not None:
+        lines += ["| a vs bce | metric | n a, b | mean a − b [95 % Welch] | P(a better) | verdict |", "|---" * 6 + "|"]
+        lines += [f"| {r['a']} | {r['metric']} | {r['n_a']}, {r['n_b']} | {_f(r['diff'])} [{_f(r['lo'])}, "
+                  f"{_f(r['hi'])}] | {_f(r['p_better'], 2)} | {r['verdict']} |" for r in rows]
+        lines.append("")
+    lines += ["| arm | metric | n (failed) | mean ± sd | min – max |", "|---" * 5 + "|"]
+    for arm, d in arms.items():
+        for metric in (m for m in LOWER_BETTER if m in d):
+            v = np.asarray(d[metric], float)
+            sd = _f(float(v.std(ddof=1))) if len(v) > 1 else "–"
+            lines.append(f"| {arm} | {metric} | {len(v)} ({len(d['failed'])}) | {_f(float(v.mean()))} ± {sd} | "
+                         f"{_f(float(v.min()))} – {_f(float(v.max()))} |")
+        if not any(m in d for m in LOWER_BETTER):
+            lines.append(f"| {arm} | – | 0 ({len(d['failed'])}) | – | – |")
+    return "\n".join(lines)
+
+
+def simulate(n_pairs: int = 2000, n: int = 5, shift: float = 2.0) -> dict:
+    """The verdict's error rates on normal arms of n seeds: identical arms called different (at most 1 − LEVEL
+    expected), and a shift of `shift` standard deviations detected (the power)."""
+    rng = np.random.default_rng(1)
+    same = sum(compare(list(rng.normal(0, 1, n)), list(rng.normal(0, 1, n)), True)["verdict"] in
+               ("a better", "b better") for _ in range(n_pairs)) / n_pairs
+    power = sum(compare(list(rng.normal(-shift, 1, n)), list(rng.normal(0, 1, n)), True)["verdict"] == "a better"
+                for _ in range(n_pairs)) / n_pairs
+    return {"false_difference_rate": same, "power": power, "n": n, "shift_sd": shift, "pairs": n_pairs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=Path, required=True, help="the folder run_study.sh wrote (losses/, noise_floor/)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    ap.add_argument("--simulate", action="store_true", help="only print the verdict's simulated error rates")
+    args = ap.parse_args()
+    if args.simulate:
+        print(simulate())
+        return
+    for study in ("losses", "noise_floor"):
+        if not (args.runs / study).is_dir():
+            print(f"{args.runs / study}: no runs yet")
+            continue
+        arms = collect(args.runs / study)
+        (args.out / f"{study}.json").write_text(json.dumps(arms, indent=1) + "\n")
+        rows = None
+        if study == "losses":
+            rows = verdicts(arms)
+            (args.out / "losses_verdicts.json").write_text(json.dumps(rows, indent=1) + "\n")
+            plot(arms, args.out)
+        print(f"## {study}\n\n{markdown(arms, rows)}\n")
+
+
+if __name__ == "__main__":
+    main()
