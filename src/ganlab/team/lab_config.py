@@ -25,7 +25,7 @@ PG_USER = "ganlab"  # the database role MLflow connects as
 ADMIN_USER = "admin"  # MLflow's admin (basic auth)
 SECRET_KEYS = ("GANLAB_LAB_PG_PASSWORD", "GANLAB_LAB_S3_ACCESS_KEY", "GANLAB_LAB_S3_SECRET_KEY",
                "MLFLOW_AUTH_ADMIN_PASSWORD", "GANLAB_LAB_FLASK_SECRET")
-START_TIMEOUT = 90.0
+START_TIMEOUT = 240.0  # a service that has not answered by then has failed; on a busy 2-core machine SeaweedFS took over 90 s
 NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")  # a host name or an IPv4 address
 
 
