@@ -22,6 +22,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -158,6 +159,15 @@ class ObjectStore(Daemon):
         if pid is not None:
             os.kill(pid, signal.SIGHUP)
 
+    def ports(self) -> list[str]:
+        """Its parts' ports inside its network namespace, this lab's own: SeaweedFS also names Unix sockets after
+        them in the host's /tmp (/tmp/seaweedfs-master-grpc-<port>.sock ...), so two labs on one host with the
+        default ports would talk to each other's master and volumes through those sockets."""
+        base = 20000 + zlib.crc32(str(self.lab.dir.resolve()).encode()) % 2900 * 10  # 20000..48990; gRPC +10000
+        parts = ("master", "volume", "filer", "s3", "admin")
+        return [flag for i, part in enumerate(parts)
+                for flag in (f"-{part}.port={base + i}", f"-{part}.port.grpc={base + 10000 + i}")]
+
     def start(self) -> None:
         if self.pid() is not None:
             return
@@ -172,7 +182,7 @@ class ObjectStore(Daemon):
                "-webdav=false", "-admin.ui=false", "-s3.iam=false",  # no doors we do not use: identities are s3.json's
                f"-s3.config={self.config}", f"-s3.localSocket={self.socket}",
                f"-filer.localSocket={self.root / 'filer.sock'}", f"-s3.allowedOrigins={origins}",
-               f"-filer.allowedOrigins={origins}"]
+               f"-filer.allowedOrigins={origins}", *self.ports()]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         proc = self.spawn(cmd, env, data)
         try:
