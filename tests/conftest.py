@@ -172,13 +172,31 @@ def _group(item: pytest.Item) -> Optional[str]:
     return item.module.__name__ if shared else None
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node ids
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         group = _group(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: e2e first, else as collected
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker sends the ids to the scheduler
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """xdist's loadgroup scheduler reads a test's group from its node id (`...::test@group`), which the worker's
+    own hook writes by setting `item._nodeid`; pytest 9.2 keeps node ids in `item._id`, so that write is lost and
+    every group is silently spread over the workers (pytest-xdist issue 1386, fix pending in its PR 1388): each
+    worker then starts the lab and builds every module fixture itself. We write the id the way PR 1388 does, only
+    where xdist's write did not take, before the worker reports its collection to the scheduler."""
+    if not session.config.getvalue("loadgroup"):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in session.items:
+        mark = item.get_closest_marker("xdist_group")
+        if mark and "@" not in item.nodeid.rpartition("]")[2]:
+            item._id = NodeId.parse(f"{item.nodeid}@{mark.args[0] if mark.args else mark.kwargs.get('name', 'default')}")
+            assert "@" in item.nodeid, f"{item.nodeid}: could not give this test its xdist group (see conftest.py)"
 
 
 # Fast retries for tests: no waiting between attempts.

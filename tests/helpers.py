@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import socket
@@ -109,6 +110,31 @@ def tiny_evaluation(params: dict[str, Any]) -> None:
         params["classifier"][net]["epochs"] = 1
     params["eval"].update(n_samples=64, batch_size=32, kid_subsets=10, kid_subset_size=32)
     params["sample"].update(grid_size=4, per_digit=2)
+
+
+def assert_trained(root: Path, name: str, cfg: Any, steps: int, batch_size: int) -> None:
+    """What stage train@<name> leaves in `root` after `steps` steps of `batch_size` with log_every 1: train.json with
+    its numbers, both networks' weights, every row of the loss log, and the fixed-noise grid at the variant's full
+    resolution (`cfg`: the variant's config, for its grid size)."""
+    import math
+
+    import pandas
+    import torch
+    from PIL import Image
+
+    m = json.loads((root / "metrics" / name / "train.json").read_text())
+    assert m["steps"] == steps and m["images_seen"] == steps * batch_size
+    assert set(m) >= {"d_loss", "g_loss", "d_x", "d_gz", "wall_time_s", "images_per_s", "peak_memory_bytes"}
+    assert torch.load(root / "models" / name / "generator.pt") and (root / "models" / name / "discriminator.pt").exists()
+    rows = pandas.read_csv(root / "plots" / name / "losses.csv")
+    assert list(rows.columns) == ["step", "epoch", "d_loss", "d_real", "d_fake", "d_gp", "g_loss", "d_x", "d_gz"]
+    assert len(rows) == steps
+    grid = list((root / "samples" / name / "progress").glob("epoch_001.*"))
+    assert grid, f"{name}: no fixed-noise grid written"
+    if name.startswith("celeba"):  # a grid at the variant's full resolution: tiles of H x W with 2 px padding
+        h, w = {"celeba_mlp": (218, 178), "celeba_dcgan": (64, 64), "celeba_wgan_gp": (64, 64)}.get(name, (128, 128))
+        side = math.isqrt(cfg.train.grid_size)  # 16 -> 4x4, 64 -> 8x8
+        assert Image.open(grid[0]).size == (side * (w + 2) + 2, side * (h + 2) + 2)
 
 
 def free_port() -> int:

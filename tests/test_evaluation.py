@@ -135,7 +135,8 @@ def test_collapsed_generator_covers_one_digit_and_real_images_ten(digits):
     blends = ((test[:250].int() + test[250:500].flip(0).int()) // 2).to(torch.uint8)
     blended = mnist_metrics(blends.repeat(2, 1, 1, 1), None, test[500:], train, evaluator, cfg)
     assert blended["unrecognisable_share"] > max(0.1, 4 * real["unrecognisable_share"])  # 17 % in one run
-    assert sum(blended["class_shares"]) == pytest.approx(1.0) and blended["largest_class_share"] > 0.1
+    assert sum(blended["class_shares"]) == pytest.approx(1.0, abs=5e-4) and \
+        blended["largest_class_share"] > 0.1  # abs: the sum of 10 shares rounded to 4 places
     assert blended["class_shares"] != blended["class_shares_all_samples"]
     assert real["fid_mnist"] < m["fid_mnist"] / 10 and real["precision"] > 0.5 and real["recall"] > 0.5
     assert 0.25 < real["nn_memorization"] < 0.75  # held-out digits are not copies of the training ones
