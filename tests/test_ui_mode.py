@@ -27,6 +27,9 @@ def server(tmp_path):
     run = client.create_run(exp, run_name="mnist_vanilla")
     for step in (10, 20, 30):
         client.log_metric(run.info.run_id, "train/d_loss", 1.0 / step, step=step)
+    client.log_param(run.info.run_id, "model.loss", "bce")
+    for key, value in (("eval/fid_mnist", 162.8), ("eval/class_coverage", 10), ("eval/kid_mnist", 3.0)):
+        client.log_metric(run.info.run_id, key, value, step=30)  # what evaluate@ writes onto the training run
     client.set_terminated(run.info.run_id)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ganlab.cli", "ui", "--port", str(port)], cwd=tmp_path,
@@ -59,6 +62,9 @@ def test_the_root_url_opens_in_model_training_mode_and_a_run_keeps_it(server):
         page.goto(f"{server}/", wait_until="load")  # the root URL, as `mlflow ui` prints it
         page.get_by_role("link", name="ganlab").first.click()
         page.get_by_text("mnist_vanilla", exact=True).first.wait_for(timeout=60_000)
+        for column in ("eval/fid_mnist", "eval/kid_mnist", "eval/class_coverage", "model.loss"):  # no clicks
+            page.locator("[role=columnheader]", has_text=column).first.wait_for(timeout=30_000)
+        page.get_by_text("162.8", exact=True).first.wait_for(timeout=30_000)  # the run's FID, in its row
         body = page.inner_text("body")
         page.screenshot(path=str(ARTIFACTS / "ganlab_ui_runs.png"))
         assert "Run Name" in body and not [w for w in GENAI if w in body], body[:2000]
@@ -70,3 +76,14 @@ def test_the_root_url_opens_in_model_training_mode_and_a_run_keeps_it(server):
         browser.close()
     assert stored == '"machine_learning"'
     assert not [w for w in GENAI if w in body], body[:2000]
+
+
+def test_the_runs_table_columns_are_the_headline_scores():
+    """The columns `ganlab ui` shows by default are the eval/ scores the headline numbers take, all of them."""
+    from ganlab.evaluation.evaluate import HEADLINE
+    from ganlab.tracking.ui import COLUMNS, SCORES, view_key
+
+    quality = [s for key, sources in HEADLINE.items() if key not in ("d", "g", "steps", "img_s") for s in sources]
+    assert list(SCORES) == quality
+    assert COLUMNS[2:] == [f"metrics.`eval/{s}`" for s in quality]
+    assert view_key("7") == 'MLflowLocalStorage-1.1-ExperimentPage-["7"]-ReactComponentState'

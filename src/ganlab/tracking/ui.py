@@ -6,6 +6,10 @@ back to the stored GenAI mode; its assistant panel opens by itself on a first vi
 either. So `ganlab ui` runs `mlflow ui` itself (its options, store set-up and security middleware unchanged) with
 one difference: the HTML page it serves first stores model-training mode and a closed assistant panel when the
 browser has stored nothing for them yet. A user who picks GenAI mode, or opens the assistant, keeps that.
+The same goes for the runs table of the project's experiment: MLflow shows only Source, Models and Dataset until
+the user picks columns, so a table sorted by FID would not show the FID. Where the browser has stored no view of
+that experiment yet, the page stores one whose columns are the headline scores (`eval/fid_mnist`, ...), the loss
+and the logged model; the user's own choice of columns, once made, is kept as MLflow keeps it.
 
     ganlab ui [--port 5000] [--host 127.0.0.1]          the store of params.yaml's `tracking` section
 """
@@ -13,6 +17,7 @@ browser has stored nothing for them yet. A user who picks GenAI mode, or opens t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,15 +27,55 @@ from typing import Any, Callable, Optional
 # has none yet: model-training mode, and the GenAI assistant's panel closed rather than opened on the first visit
 DEFAULTS = {"mlflow.workflowType_v1": '"machine_learning"',
             "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true", "mlflow.assistant.panelOpen_v1": "false"}
-SNIPPET = ("<script>/* ganlab ui: MLflow's defaults for this browser, unless it chose otherwise */ try { "
-           + " ".join(f"if (localStorage.getItem('{k}') === null) localStorage.setItem('{k}', '{v}');"
-                      for k, v in DEFAULTS.items()) + " } catch (e) {}</script>").encode()
+# The runs table's columns, as MLflow names them (`<type>.` + the key in backquotes): the logged model, the loss,
+# and every score evaluate@ writes under eval/ that the headline numbers take (evaluation.evaluate.HEADLINE; a
+# test keeps the two lists equal). A column no run has stays out of the table.
+SCORES = ("fid_mnist", "fid_inception", "fid_pixels16", "fid_gaussian", "kid_mnist", "kid_inception", "pattern_mae",
+          "mean_error", "class_coverage", "unrecognisable_share", "cgan_accuracy")
+COLUMNS = ["attributes.`Models`", "params.`model.loss`", *(f"metrics.`eval/{k}`" for k in SCORES)]
 
 
-def inject(html: bytes) -> bytes:
-    """The page with SNIPPET first in <head>, before MLflow's scripts read the mode."""
+def view_key(experiment_id: str) -> str:
+    """MLflow's localStorage key of an experiment page's view (LocalStorageUtils, version 1.1; persist key: the
+    sorted experiment ids as JSON)."""
+    return f"MLflowLocalStorage-1.1-ExperimentPage-{json.dumps([experiment_id], separators=(',', ':'))}" \
+           "-ReactComponentState"
+
+
+def snippet(experiment_id: Optional[str] = None) -> bytes:
+    """The script that stores ganlab's defaults where this browser has stored nothing for them."""
+    items = dict(DEFAULTS)
+    if experiment_id is not None:
+        items[view_key(experiment_id)] = json.dumps({"selectedColumns": COLUMNS})
+    return ("<script>/* ganlab ui: MLflow's defaults for this browser, unless it chose otherwise */ try { "
+            + " ".join(f"if (localStorage.getItem({json.dumps(k)}) === null) "
+                       f"localStorage.setItem({json.dumps(k)}, {json.dumps(v)});" for k, v in items.items())
+            + " } catch (e) {}</script>").encode()
+
+
+SNIPPET = snippet()
+
+
+def inject(html: bytes, script: bytes = SNIPPET) -> bytes:
+    """The page with `script` first in <head>, before MLflow's scripts read the mode."""
     i = html.find(b"<head>")
-    return html if i < 0 else html[:i + 6] + SNIPPET + html[i + 6:]
+    return html if i < 0 else html[:i + 6] + script + html[i + 6:]
+
+
+_EXPERIMENT: dict[str, str] = {}  # the experiment's id once it exists (ids never change)
+
+
+def experiment_id() -> Optional[str]:
+    """The id of params.yaml's experiment in the store `ganlab ui` serves (GANLAB_UI_STORE, GANLAB_UI_EXPERIMENT,
+    set by main for the server's workers), or None while it has no run yet."""
+    if "id" not in _EXPERIMENT and os.environ.get("GANLAB_UI_STORE"):
+        from ganlab.tracking.store import open_client
+
+        exp = open_client(os.environ["GANLAB_UI_STORE"]).get_experiment_by_name(
+            os.environ.get("GANLAB_UI_EXPERIMENT", "ganlab"))
+        if exp is not None:
+            _EXPERIMENT["id"] = exp.experiment_id
+    return _EXPERIMENT.get("id")
 
 
 class ModelTrainingFirst:
@@ -55,7 +100,7 @@ class ModelTrainingFirst:
                 chunks.append(message.get("body", b""))
                 if message.get("more_body"):
                     return
-                body = inject(b"".join(chunks))
+                body = inject(b"".join(chunks), snippet(experiment_id()))
                 start = held.pop("start")
                 headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
                 await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
@@ -89,6 +134,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     tracking = load_params(args.params).tracking
     telemetry(tracking)
+    os.environ.update(GANLAB_UI_STORE=tracking_uri(tracking), GANLAB_UI_EXPERIMENT=tracking.experiment)
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no job runner: ganlab submits none
     import mlflow.server
     from mlflow.cli import cli
