@@ -9,9 +9,10 @@ pipeline's own eval.json and train.json. Writes:
   "wall_s": [...], "train_wall_time_s": [...]}}; a seed whose run failed or whose number is not finite is listed
   in "failed", never dropped silently (its value is absent from the metric's list, and the tables count it);
 - losses_<metric>.png: each loss's per-seed values (strip) over its box;
-- losses_verdicts.json: each loss against bce per metric: Welch's 95 % interval of the difference of means
-  (scipy.stats.ttest_ind, equal_var=False), the probability of improvement P(a better than b) = U / (n_a n_b)
-  (scipy.stats.mannwhitneyu, ties count one half), and a verdict;
+- losses_verdicts.json: each loss against bce per metric, judged by `ganlab compare`'s statistics
+  (ganlab.report.stats: Welch's 95 % interval of the difference of means and two-sided t-test at 0.05, the
+  probability of improvement P(a better than b) = U / (n_a n_b), the seeds per arm that would detect the
+  observed difference); its error rates are checked by simulation in tests/test_compare_stats.py;
 and prints the markdown tables that docs/studies/losses.md shows.
 """
 
@@ -23,14 +24,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 # eval.json keys of the headline metrics (ganlab.evaluation.evaluate.HEADLINE's sources), and which way is better
 LOWER_BETTER = {"fid_mnist": True, "kid_mnist": True, "unrecognisable_share": True, "class_coverage": False,
                 "fid_gaussian": True, "mean_error": True, "pattern_mae": True, "cgan_accuracy": False}
 PLOTTED = ("fid_mnist", "kid_mnist", "class_coverage", "unrecognisable_share")
 BASELINE = "bce"  # the non-saturating GAN, Lucic et al.'s reference
-LEVEL = 0.95
 ORDER = ("bce", "mse", "lsgan", "hinge", "wgan_gp", "pattern_1010", "gaussian_2d", "mnist_mlp_first", "mnist_linear",
          "mnist_mlp", "mnist_vanilla", "mnist_lsgan", "mnist_dcgan", "mnist_cgan")
 
@@ -60,25 +59,16 @@ def collect(study_dir: Path) -> dict[str, dict]:
 
 
 def compare(a: list[float], b: list[float], lower_better: bool) -> dict:
-    """Arm a against arm b: the difference of means a − b with Welch's interval, P(a better), and the verdict."""
-    a_, b_ = np.asarray(a, float), np.asarray(b, float)
-    out = {"n_a": len(a_), "n_b": len(b_), "diff": float(a_.mean() - b_.mean()) if len(a_) and len(b_) else None}
-    if min(len(a_), len(b_)) < 2:
-        return {**out, "lo": None, "hi": None, "p_better": None, "verdict": "cannot judge: fewer than 2 seeds"}
-    if np.ptp(a_) == 0 and np.ptp(b_) == 0:  # no spread at all (coverage 10 of 10 everywhere): no t interval
-        lo = hi = out["diff"]
-    else:
-        ci = stats.ttest_ind(a_, b_, equal_var=False).confidence_interval(LEVEL)
-        lo, hi = float(ci.low), float(ci.high)
-    u = stats.mannwhitneyu(a_, b_, alternative="two-sided").statistic  # pairs with a > b (+ half the ties)
-    p_greater = float(u) / (len(a_) * len(b_))
-    p_better = 1.0 - p_greater if lower_better else p_greater
-    if lo > 0 or hi < 0:  # the interval excludes no difference
-        a_higher = lo > 0
-        verdict = "a better" if a_higher != lower_better else "b better"
-    else:
-        verdict = f"no detectable difference with {len(a_)} and {len(b_)} seeds"
-    return {**out, "lo": lo, "hi": hi, "p_better": p_better, "verdict": verdict}
+    """Arm a against arm b with `ganlab compare`'s own statistics (ganlab.report.stats): the difference of means
+    a − b with Welch's interval, P(a better), the verdict, and the seeds per arm that would detect it."""
+    from ganlab.report.stats import compare as judge
+
+    row = judge(np.asarray(a, float), np.asarray(b, float), lower_better)
+    n_a, n_b = row["a"]["n"], row["b"]["n"]
+    verdict = {"a": "a better", "b": "b better"}.get(row["verdict"]) or (
+        f"no detectable difference with {n_a} and {n_b} seeds" if row["judged"] else "cannot judge: fewer than 2 seeds")
+    return {"n_a": n_a, "n_b": n_b, "diff": row["diff"]["mean"], "lo": row["diff"]["lo"], "hi": row["diff"]["hi"],
+            "p_better": row["p_better"], "verdict": verdict, "seeds_needed": row["seeds_needed"]}
 
 
 def verdicts(arms: dict[str, dict]) -> list[dict]:
@@ -143,26 +133,11 @@ def markdown(arms: dict[str, dict], rows: list[dict] | None) -> str:
     return "\n".join(lines)
 
 
-def simulate(n_pairs: int = 2000, n: int = 5, shift: float = 2.0) -> dict:
-    """The verdict's error rates on normal arms of n seeds: identical arms called different (at most 1 − LEVEL
-    expected), and a shift of `shift` standard deviations detected (the power)."""
-    rng = np.random.default_rng(1)
-    same = sum(compare(list(rng.normal(0, 1, n)), list(rng.normal(0, 1, n)), True)["verdict"] in
-               ("a better", "b better") for _ in range(n_pairs)) / n_pairs
-    power = sum(compare(list(rng.normal(-shift, 1, n)), list(rng.normal(0, 1, n)), True)["verdict"] == "a better"
-                for _ in range(n_pairs)) / n_pairs
-    return {"false_difference_rate": same, "power": power, "n": n, "shift_sd": shift, "pairs": n_pairs}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, required=True, help="the folder run_study.sh wrote (losses/, noise_floor/)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
-    ap.add_argument("--simulate", action="store_true", help="only print the verdict's simulated error rates")
     args = ap.parse_args()
-    if args.simulate:
-        print(simulate())
-        return
     for study in ("losses", "noise_floor"):
         if not (args.runs / study).is_dir():
             print(f"{args.runs / study}: no runs yet")
