@@ -188,7 +188,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     every group is silently spread over the workers (pytest-xdist issue 1386, fix pending in its PR 1388): each
     worker then starts the lab and builds every module fixture itself. We write the id the way PR 1388 does, only
     where xdist's write did not take, before the worker reports its collection to the scheduler."""
-    if not session.config.getvalue("loadgroup"):
+    if not getattr(session.config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup
         return
     from _pytest.nodeid import NodeId
 
