@@ -89,6 +89,8 @@ def make_repo(root: Path, edit: Callable[[dict[str, Any]], None] | None = None) 
         shutil.copy(REPO / item, root / item)
     for d in ("stages", "src"):
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (root / "docs" / "studies").mkdir(parents=True)  # the committed study the report's ledger reads
+    shutil.copy(REPO / "docs" / "studies" / "losses_verdicts.json", root / "docs" / "studies")
     write_params(root / "params.yaml", edit)
     run(["git", "init", "-q"], root)
     run(["git", "config", "user.email", "test@example.com"], root)

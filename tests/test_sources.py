@@ -65,3 +65,41 @@ def test_every_stated_entry_judges_its_own_value_as_holding():
         assert judge(s, s.value, {**FULL, "device": s.like.get("device", "cpu"), **s.like}).outcome == HOLDS, s
     assert any(s.quantity == "seconds_per_image" and s.value == pytest.approx(286 / 60_000) for s in STATED)
     assert math.isclose([s for s in STATED if s.quantity == "ideal_bce"][0].value, math.log(2))
+
+
+def test_lucic_claim_is_judged_on_the_committed_loss_study(tmp_path):
+    """Lucic et al.'s claim in the ledger: judged on the study's verdicts file, FID rows against bce. It holds when no
+    loss is judged better, fails naming the loss that is, is not comparable while an arm has one seed, and is not
+    measured where the repository has no study; the committed study is read as it is."""
+    import json
+
+    from ganlab.config import load_params
+    from ganlab.report.claims import claims
+    from ganlab.report.sources import STUDY_FILES
+    from helpers import REPO
+
+    params = load_params(REPO / "params.yaml")
+
+    def lucic(rows):
+        path = tmp_path / STUDY_FILES["study.losses"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rows is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(json.dumps(rows))
+        (c,) = [c for c in claims(params, {}, None, tmp_path) if c.stated.subject == "study.losses"]
+        return c
+
+    def row(loss, verdict, n=5, metric="fid_mnist"):
+        return {"a": loss, "b": "bce", "metric": metric, "n_a": n, "n_b": n, "verdict": verdict}
+    none = "no detectable difference with 5 and 5 seeds"
+    held = lucic([row("mse", none), row("hinge", "b better"), row("lsgan", "a better", metric="kid_mnist")])
+    assert held.verdict.outcome == HOLDS and held.ours == {"mse": 0.0, "hinge": 0.0}
+    failed = lucic([row("mse", none), row("lsgan", "a better")])
+    assert failed.verdict.outcome == FAILS and "lsgan 1" in failed.verdict.text
+    unjudged = lucic([row("mse", "cannot judge: fewer than 2 seeds", n=1)])
+    assert unjudged.verdict.outcome == UNLIKE and "mse 1 and bce 1 seeds" in unjudged.verdict.text
+    absent = lucic(None)
+    assert absent.verdict.outcome == MISSING and "losses_verdicts.json" in absent.verdict.text
+    committed = [c for c in claims(params, {}, None, REPO) if c.stated.subject == "study.losses"][0]
+    assert committed.ran and committed.verdict.outcome in (HOLDS, FAILS, UNLIKE)

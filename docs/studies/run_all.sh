@@ -18,6 +18,7 @@ export PYTHONPATH=$scratch/src
 if [ ! -d "$scratch/.dvc" ]; then
   mkdir -p "$scratch"
   cp "$here/dvc.yaml" "$here/.dvcignore" "$here/.gitignore" "$here/params.yaml" "$scratch/"
+  mkdir -p "$scratch/docs/studies" && cp "$here/docs/studies/losses_verdicts.json" "$scratch/docs/studies/"  # the report reads it
   cp -r "$here/stages" "$here/src" "$scratch/"
   find "$scratch" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
   python3 - "$scratch/params.yaml" "${MNIST_MIRROR:?set MNIST_MIRROR}" "${IDX_MD5_DIR:-}" <<'EOF'

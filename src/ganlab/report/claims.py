@@ -3,14 +3,16 @@ with the context that decides whether our run is like the source's (device, batc
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from ganlab.config import Params
 from ganlab.report.results import VariantResult, _scalar, fmt
-from ganlab.report.sources import HOLDS, MIN_TIMED_IMAGES, MISSING, STATED, Stated, Verdict, judge
+from ganlab.report.sources import HOLDS, MIN_TIMED_IMAGES, MISSING, STATED, STUDY_FILES, Stated, Verdict, judge
 from ganlab.report.theory import ideal_losses, xy_game
 
 NOT_RECIPE = {"device", "log_every", "checkpoint_every", "grid_size", "tf32", "cudnn_benchmark", "fused",
@@ -84,8 +86,27 @@ def theory_values() -> dict[str, float]:
             "xy_radius_growth": float(np.hypot(*path[-1]) / np.hypot(*path[0]))}
 
 
-def measured(s: Stated, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]]) -> Any:
+def study(subject: str, root: Path) -> tuple[Optional[dict[str, float]], dict[str, Any]]:
+    """A committed study's measurement of a claim and its context: for `study.losses`, per loss 1.0 when the study
+    judged it better than bce on FID (0.0 otherwise), and `judged` false (said why) while an arm has fewer than two
+    seeds. (None, {}) when the repository holds no such study."""
+    path = root / STUDY_FILES[subject]
+    if not path.exists():
+        return None, {}
+    rows = [r for r in json.loads(path.read_text()) if r["metric"] == "fid_mnist" and r["b"] == "bce"]
+    unjudged = [f"{r['a']} {r['n_a']} and bce {r['n_b']}" for r in rows if r["verdict"].startswith("cannot judge")]
+    ours = {r["a"]: float(r["verdict"] == "a better") for r in rows}
+    ctx: dict[str, Any] = {"judged": bool(rows) and not unjudged}
+    if not ctx["judged"]:
+        ctx["judged_why"] = f"the study has too few seeds to judge ({', '.join(unjudged) or 'no rows'} seeds)"
+    return ours, ctx
+
+
+def measured(s: Stated, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]],
+             root: Path = Path(".")) -> Any:
     """Our value of the quantity a source states; for a claim about every variant, one value per variant."""
+    if s.subject in STUDY_FILES:
+        return study(s.subject, root)[0]
     if s.subject.startswith("classifier."):
         m = (classifier or {}).get(s.subject.split(".", 1)[1]) or {}
         if s.quantity == "seconds_per_image" and m:
@@ -127,18 +148,24 @@ class Claim:
         return self.verdict.outcome.replace(" ", "-")
 
 
-def claims(params: Params, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]]) -> list[Claim]:
+def claims(params: Params, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]],
+           root: Path = Path(".")) -> list[Claim]:
     out = []
     for s in STATED:
-        ours = measured(s, results, classifier)
-        if s.subject.startswith("classifier."):
+        ours = measured(s, results, classifier, root)
+        if s.subject in STUDY_FILES:
+            ctx = study(s.subject, root)[1]
+            ran = ours is not None
+        elif s.subject.startswith("classifier."):
             ctx, ran = classifier_context(params, classifier, s.subject.split(".", 1)[1]), classifier is not None
         elif s.subject == "theory":
             ctx, ran = {}, True
         else:
             ran = s.subject in results
             ctx = run_context(params, results[s.subject]) if ran else {}
-        verdict = judge(s, ours, ctx) if ran else Verdict(MISSING, "not run here")
+        verdict = judge(s, ours, ctx) if ran else Verdict(MISSING, f"{STUDY_FILES[s.subject]} is not in this "
+                                                                   f"repository" if s.subject in STUDY_FILES
+                                                          else "not run here")
         if ran and s.subject in results and results[s.subject].seeds:
             verdict = per_seed(params, s, results[s.subject], classifier)
         out.append(Claim(s, ours, verdict, ran))

@@ -260,7 +260,7 @@ def build_report(params: Params, root: Path, out_dir: Path,
     classifier = _json(root / "metrics" / "classifier.json")
     img = out_dir / "img"
     img.mkdir(parents=True, exist_ok=True)
-    cs = claims(params, by_name, classifier)
+    cs = claims(params, by_name, classifier, root)
     per_variant = {r.name: [c for c in cs if c.stated.subject == r.name] for r in results}
     context = {
         "title": "ganlab: the GAN curriculum, trained and compared",

@@ -9,7 +9,9 @@ The report lays every entry beside our measurement of the same quantity. `quanti
 - train.json keys, and derived: `peak_memory_gib` (bytes / 2³⁰), `seconds_per_image` (wall time over the images
   trained on: a source's time for its whole run, divided by the images that run saw, compares with ours also when
   `train.max_steps` cut ours short);
-- classifier.json: `test_accuracy`, `seconds_per_image` of subject `classifier.<name>`; `theory`: the appendix demos.
+- classifier.json: `test_accuracy`, `seconds_per_image` of subject `classifier.<name>`; `theory`: the appendix demos;
+- `study.losses`: the committed loss study (docs/studies/losses.md, its verdicts file `STUDY_FILES`):
+  `better_than_bce`, per loss 1 when the study judged it better than `bce` on FID, else 0.
 An entry without a value is a claim stated in words (`note`), tested by its rule on our number.
 
 Every entry carries its verdict's mechanism: `like`, the conditions under which our run is like the source's
@@ -31,6 +33,8 @@ Value = Union[float, tuple[float, ...], None]
 BOOK = "Rashid, Make Your First GAN With PyTorch (2020)"
 CS231N = "CS231n 2020 assignment 3, a student's logged run (for orientation only)"
 
+LUCIC = "Lucic et al., Are GANs Created Equal? A Large-Scale Study (NeurIPS 2018)"
+STUDY_FILES = {"study.losses": "docs/studies/losses_verdicts.json"}  # a study's committed verdicts, in the repository
 BOOK_1010_OUTPUT = (0.9387, 0.0527, 0.9389, 0.0474)  # notebook 06's final G(0.5)
 
 
@@ -235,6 +239,12 @@ STATED: tuple[Stated, ...] = (
            Close(rel=0.0, absolute=1e-6), {}),
     Stated("theory", "xy_radius_growth", 12.0, f"{BOOK}, Appendix D",
            "≈ ×12 after 499 steps of simultaneous gradient play on x·y", Close(rel=0.05), {}),
+    Stated("study.losses", "better_than_bce", None, LUCIC,
+           "no loss consistently beats the non-saturating GAN (bce), given enough random restarts",
+           Bound(at_most=0, reads="no loss judged better than bce on FID (1 = judged better) by the loss study: "
+                                  "mnist_vanilla's networks, full MNIST, several seeds per loss, ganlab compare's "
+                                  "statistics (docs/studies/losses.md)"),
+           {"judged": True}),
     Stated("theory", "nn_memorization", None, f"{BOOK}, Appendix B", "GANs do not memorise their training data",
            Bound(at_most=0.75, reads="for every variant, at most 75 % of the samples are nearer a training "
                                      "image than training images are to each other (fresh draws: about 50 %)"), {}),
