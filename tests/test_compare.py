@@ -141,3 +141,16 @@ def test_the_page_fits_a_laptop_in_chromium(repo, tmp_path):
     assert found["scroll_width"] <= found["client_width"] == 1280, found
     assert found["grids"] == 5 and not found["broken"] and found["curves"] == 1, found  # 3 + 2 seeds
     assert "Welch" in found["method"] and found["verdict_rows"] >= 2
+
+
+def test_the_committed_noise_floor_answers_in_the_metrics_compare_shows():
+    """docs/studies/noise_floor.json (written by docs/studies/losses.py) is keyed as `ganlab compare`'s rows are
+    (fid, err, cover, ...), so a one-seed comparison finds its variant's measured spread."""
+    from ganlab.report.compare import NOISE_FLOOR, floor_of, noise_floor
+    from ganlab.report.stats import LOWER_IS_BETTER
+    from helpers import REPO
+
+    floor = noise_floor(REPO / NOISE_FLOOR)
+    assert floor_of(floor, "gaussian_2d", "fid")["n"] >= 5 and floor_of(floor, "pattern_1010", "err")["n"] >= 5
+    for variant, arm in floor.items():
+        assert set(arm) & set(LOWER_IS_BETTER), f"{variant}: no metric compare shows"

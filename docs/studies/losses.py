@@ -8,6 +8,9 @@ pipeline's own eval.json and train.json. Writes:
 - losses.json and noise_floor.json: {arm: {metric: [per-seed values], "seeds": [...], "failed": [...],
   "wall_s": [...], "train_wall_time_s": [...]}}; a seed whose run failed or whose number is not finite is listed
   in "failed", never dropped silently (its value is absent from the metric's list, and the tables count it);
+  the metric keys are eval.json's (`fid_mnist`, ...) and the headline's (`fid`, `err`, ...: what `ganlab compare`
+  shows beside a one-seed comparison); noise_floor.json also holds `mnist_vanilla` and `mnist_lsgan`, which are the
+  `bce` and `lsgan` arms of the loss study key for key (marked "from");
 - losses_<metric>.png: each loss's per-seed values (strip) over its box;
 - losses_verdicts.json: each loss against bce per metric, judged by `ganlab compare`'s statistics
   (ganlab.report.stats: Welch's 95 % interval of the difference of means and two-sided t-test at 0.05, the
@@ -25,10 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ganlab.evaluation.evaluate import headline
+
 # eval.json keys of the headline metrics (ganlab.evaluation.evaluate.HEADLINE's sources), and which way is better
 LOWER_BETTER = {"fid_mnist": True, "kid_mnist": True, "unrecognisable_share": True, "class_coverage": False,
                 "fid_gaussian": True, "mean_error": True, "pattern_mae": True, "cgan_accuracy": False}
 PLOTTED = ("fid_mnist", "kid_mnist", "class_coverage", "unrecognisable_share")
+HEADLINE_KEYS = ("fid", "kid", "err", "cover", "unrec", "acc")  # ganlab.report.stats.LOWER_IS_BETTER's
+SAME_AS = {"mnist_vanilla": "bce", "mnist_lsgan": "lsgan"}  # noise-floor variants that are a loss arm, key for key
 BASELINE = "bce"  # the non-saturating GAN, Lucic et al.'s reference
 ORDER = ("bce", "mse", "lsgan", "hinge", "wgan_gp", "pattern_1010", "gaussian_2d", "mnist_mlp_first", "mnist_linear",
          "mnist_mlp", "mnist_vanilla", "mnist_lsgan", "mnist_dcgan", "mnist_cgan")
@@ -49,11 +56,15 @@ def collect(study_dir: Path) -> dict[str, dict]:
             if run["rc"] != 0 or not all(v is not None and math.isfinite(v) for v in values.values()):
                 arm["failed"].append(seed)
                 continue
+            train = json.loads((run_dir / "train.json").read_text())
             arm["seeds"].append(seed)
             arm["wall_s"].append(run["wall_s"])
-            arm["train_wall_time_s"].append(json.loads((run_dir / "train.json").read_text())["wall_time_s"])
+            arm["train_wall_time_s"].append(train["wall_time_s"])
             for k, v in values.items():
                 arm.setdefault(k, []).append(v)
+            for k, v in headline(ev, train).items():  # the headline keys `ganlab compare` reads (fid, err, ...)
+                if k in HEADLINE_KEYS:
+                    arm.setdefault(k, []).append(v)
         arms[arm_dir.name] = arm
     return arms
 
@@ -143,6 +154,9 @@ def main() -> None:
             print(f"{args.runs / study}: no runs yet")
             continue
         arms = collect(args.runs / study)
+        if study == "noise_floor" and (args.runs / "losses").is_dir():  # the loss arms that are variants as they are
+            losses = collect(args.runs / "losses")
+            arms.update({v: {**losses[arm], "from": f"losses/{arm}"} for v, arm in SAME_AS.items() if arm in losses})
         (args.out / f"{study}.json").write_text(json.dumps(arms, indent=1) + "\n")
         rows = None
         if study == "losses":
