@@ -25,9 +25,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import REPO, env, mnist_digits, write_params
+from helpers import REPO, env, git_commit_all, make_repo, mnist_digits, run, tiny_evaluation, write_params
 
 MNIST_TRAIN_ROWS, MNIST_TEST_ROWS = 4000, 1000
+
+# One thread per torch process: the suite's trainings are tiny, two workers each start stage processes, and torch's
+# default of one thread per core would have them spin against each other on our two cores. A test that needs more
+# threads sets them itself; the environment's own setting wins.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 
 @dataclass
@@ -163,9 +169,13 @@ def write_data_params(directory: Path, data: dict[str, Any]) -> Path:
 # of its own, so a test that shares something costly with others is kept on one worker with them: every test of the
 # lab (started once), and the tests of a module whose own fixtures are module- or session-scoped (trained once). The
 # end-to-end tests go first, so the long ones do not start last on a worker while the other idles.
+SESSION_GROUPS = ("lab", "gaussian_experiments")  # costly session fixtures: their users share one worker
+
+
 def _group(item: pytest.Item) -> Optional[str]:
-    if "lab" in item.fixturenames:
-        return "lab"
+    for name in SESSION_GROUPS:
+        if name in item.fixturenames:
+            return name
     defs = item._fixtureinfo.name2fixturedefs.values()  # pytest's own record of the fixtures the test uses
     shared = [d[-1] for d in defs if d and d[-1].scope in ("module", "session")
               and Path(d[-1].baseid or ".").name == Path(item.nodeid.split("::")[0]).name]
@@ -230,6 +240,40 @@ def write_zip(path: Path, entries: dict[str, bytes], seed: int = 1) -> Path:
         for name in names:
             zf.writestr(name, entries[name])
     return path
+
+
+# --------------------------------------------------------------------------------------------------- experiments
+@pytest.fixture(scope="session")
+def gaussian_experiments(tmp_path_factory, mnist_csv) -> Path:
+    """A repository of the real pipeline with three `dvc exp run`s of gaussian_2d (30 steps): mse1 (model.loss mse,
+    one seed), bce (the committed params: train.seeds 3) and h2 (hinge, 2 seeds; the workspace after it), the
+    evaluator's digits from a loopback server held while they are made. Made once for the session; its users read
+    it (`ganlab compare`, the README's commands) and leave the workspace as it is."""
+    state = FakeFiles()
+    state.files["/mnist_train.csv"], state.files["/mnist_test.csv"] = mnist_csv.train_csv, mnist_csv.test_csv
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state, threading.Lock()))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url, v = f"http://127.0.0.1:{server.server_address[1]}", "gaussian_2d"
+
+    def edit(p: dict[str, Any]) -> None:
+        p["data"]["mnist"].update(train_url=f"{url}/mnist_train.csv", train_rows=MNIST_TRAIN_ROWS,
+                                  test_url=f"{url}/mnist_test.csv", test_rows=MNIST_TEST_ROWS)
+        p["data"]["download"].update(FAST_DOWNLOAD)
+        p["variants"] = {v: p["variants"][v]}
+        p["variants"][v]["train"].update(max_steps=30, log_every=5)
+        p["train"]["seeds"] = 3
+        tiny_evaluation(p)
+    root = make_repo(tmp_path_factory.mktemp("experiments") / "repo", edit)
+    git_commit_all(root)
+    try:
+        for name, sets in (("mse1", ["model.loss=mse", "train.seeds=1"]), ("bce", []),
+                           ("h2", ["model.loss=hinge", "train.seeds=2"])):
+            run(["git", "checkout", "--", "params.yaml"], root)  # `dvc exp run -S` leaves its edit in the workspace
+            run(["dvc", "exp", "run", "-q", "-n", name, *[a for s in sets for a in ("-S", s)], f"evaluate@{v}"], root)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return root
 
 
 # --------------------------------------------------------------------------------------------------- the lab

@@ -3,48 +3,20 @@ with scipy run on the per-seed values, `workspace`, the one-seed case with and w
 experiments that differ only in train.seed as one arm, a refused evaluator, and the page in Chromium at 1280 px."""
 
 import json
-import threading
-from http.server import ThreadingHTTPServer
 
 import pytest
 from scipy import stats as sps
 
-from conftest import FAST_DOWNLOAD, FakeFiles, _handler
-from helpers import ARTIFACTS, CHROMIUM_ARGS, chromium, git_commit_all, make_repo, run, tiny_evaluation
+from helpers import ARTIFACTS, CHROMIUM_ARGS, chromium, run
 
 pytestmark = pytest.mark.e2e
 V = "gaussian_2d"
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, mnist_csv):
-    """Experiments: mse1 (one seed), bce3 (train.seeds 3), h2 (hinge, 2 seeds; the workspace after it); the evaluator's
-    digits from a loopback server (conftest's, held for the module: the experiments are made once)."""
-    state = FakeFiles()
-    state.files["/mnist_train.csv"], state.files["/mnist_test.csv"] = mnist_csv.train_csv, mnist_csv.test_csv
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state, threading.Lock()))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-
-    def edit(p):
-        p["data"]["mnist"].update(train_url=f"{url}/mnist_train.csv", train_rows=4000,
-                                  test_url=f"{url}/mnist_test.csv", test_rows=1000)
-        p["data"]["download"].update(FAST_DOWNLOAD)
-        p["variants"] = {V: p["variants"][V]}
-        p["variants"][V]["train"].update(max_steps=30, log_every=5)
-        p["train"]["seeds"] = 3
-        tiny_evaluation(p)
-    root = make_repo(tmp_path_factory.mktemp("cmp") / "repo", edit)
-    git_commit_all(root)
-    try:
-        for name, sets in (("mse1", ["model.loss=mse", "train.seeds=1"]), ("bce3", []),
-                           ("h2", ["model.loss=hinge", "train.seeds=2"])):
-            run(["git", "checkout", "--", "params.yaml"], root)  # `dvc exp run -S` leaves its edit in the workspace
-            run(["dvc", "exp", "run", "-q", "-n", name, *[a for s in sets for a in ("-S", s)], f"evaluate@{V}"], root)
-    finally:
-        server.shutdown()
-        server.server_close()
-    return root
+@pytest.fixture
+def repo(gaussian_experiments):
+    """conftest's experiments of gaussian_2d (mse1, bce, h2), made once for the session."""
+    return gaussian_experiments
 
 
 def compare(root, *args, check=True):
@@ -61,11 +33,11 @@ def per_seed(root, exp):
 
 def test_verdicts_agree_with_scipy_on_the_per_seed_values(repo):
     status = run(["git", "status", "--porcelain"], repo).stdout
-    out = json.loads(compare(repo, "bce3", "h2", "--json").stdout)
+    out = json.loads(compare(repo, "bce", "h2", "--json").stdout)
     assert run(["git", "status", "--porcelain"], repo).stdout == status  # the workspace is untouched
     (row,) = [r for r in out["rows"] if r["metric"] == "fid"]
     assert set(row) == {"variant", "metric", "a", "b", "diff", "p_better", "verdict"}
-    a, b = per_seed(repo, "bce3"), per_seed(repo, "h2")
+    a, b = per_seed(repo, "bce"), per_seed(repo, "h2")
     assert (row["a"]["n"], row["b"]["n"], len(a), len(b)) == (3, 2, 3, 2)
     t = sps.ttest_ind(a, b, equal_var=False)
     ci = t.confidence_interval(0.95)
@@ -74,7 +46,7 @@ def test_verdicts_agree_with_scipy_on_the_per_seed_values(repo):
     assert row["verdict"] == ("none" if t.pvalue >= 0.05 else ("a" if t.statistic < 0 else "b"))
     assert row["p_better"] == pytest.approx(sum((x < y) + 0.5 * (x == y) for x in a for y in b) / 6)
     # the workspace holds h2's run: the same configuration, so the same seeds (each counted once)
-    ws = json.loads(compare(repo, "workspace", "bce3", "--json").stdout)
+    ws = json.loads(compare(repo, "workspace", "bce", "--json").stdout)
     (w,) = [r for r in ws["rows"] if r["metric"] == "fid"]
     assert (w["a"]["n"], w["b"]["n"]) == (2, 3) and w["a"]["mean"] == pytest.approx(row["b"]["mean"])
 
@@ -90,7 +62,7 @@ def test_one_seed_cannot_be_judged_and_shows_the_noise_floor(repo, tmp_path):
 
 
 def test_wrong_names_and_one_configuration_are_sentences(repo):
-    bad = compare(repo, "bce3", "nope", check=False)
+    bad = compare(repo, "bce", "nope", check=False)
     assert bad.returncode == 2 and "no experiment named nope" in bad.stderr and "Traceback" not in bad.stderr
     same = compare(repo, "h2", "workspace", check=False)
     assert same.returncode == 2 and "1 configuration(s)" in same.stderr
@@ -122,7 +94,7 @@ def test_a_different_evaluator_is_refused():
 def test_the_page_fits_a_laptop_in_chromium(repo, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    compare(repo, "bce3", "h2", "--out", str(tmp_path))
+    compare(repo, "bce", "h2", "--out", str(tmp_path))
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)

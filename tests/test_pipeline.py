@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import time
 
 import pytest
 import yaml
@@ -146,13 +145,8 @@ def test_scoped_repro_ablation_and_queued_experiments(repo):
 
     for seed in (1, 2):  # the train stages only: the workspace's runs above took every other stage through DVC
         run(["dvc", "exp", "run", "--queue", "-S", f"train.seed={seed}", *(f"train@{v}" for v in VARIANTS)], repo)
-    run(["dvc", "queue", "start", "-j", "2"], repo)
-    deadline = time.time() + 400
-    while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], repo).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(2)
+    run(["dvc", "exp", "run", "--run-all", "-j", "2"], repo, timeout=400)  # DVC's queue workers; returns when done
+    status = run(["dvc", "queue", "status"], repo).stdout
     assert status.count("Success") == 2, status
     queued = [r for r in mlflow_runs(repo) if r.data.params["train.seed"] in ("1", "2")]
     assert len(queued) == 4 and all(r.info.status == "FINISHED" and r.data.tags["dvc_exp_name"] for r in queued)
@@ -165,7 +159,7 @@ def test_celeba_branch(pipeline):
     training of these networks: test_engine's stage smoke test leaves them to this one)."""
     celeba = ("celeba_mlp", "celeba_cnn", "celeba_cnn_gelu", "celeba_dcgan", "celeba_wgan_gp")
     repo = pipeline(celeba, max_steps=2, batch_size=2, log_every=1)
-    run(["dvc", "repro"], repo)
+    run(["dvc", "repro", "report"], repo)  # the report of everything: every CelebA stage, the evaluator, the data
     runs = {r.info.run_name: r for r in mlflow_runs(repo)}
     assert set(runs) == set(celeba) and all(r.info.status == "FINISHED" for r in runs.values())
     params = load_params(repo / "params.yaml")

@@ -1,6 +1,6 @@
 """Every code block of README.md is marked (a comment line above it): `run` blocks run here, offline, in a tiny
-copy of the pipeline that has a trained variant and an experiment named `bce`; `output` blocks are shown output;
-`not run in the suite: why` blocks would download or train for hours."""
+copy of the pipeline with trained runs and an experiment named `bce` (conftest's gaussian_experiments); `output`
+blocks are shown output; `not run in the suite: why` blocks would download or train for hours."""
 
 import json
 import os
@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, env, git_commit_all, run
-from test_pipeline import pipeline  # noqa: F401  (the fixture)
+from helpers import REPO, env
 
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
 MARK = re.compile(r"<!-- readme: (run|output|not run in the suite: .+?) -->\n\n?$")
@@ -34,13 +33,11 @@ def test_every_readme_block_is_marked():
 
 
 @pytest.mark.e2e
-def test_the_runnable_readme_blocks_run_offline(pipeline):  # noqa: F811
-    variant = "gaussian_2d"  # the toy: seconds of training
-    root = pipeline((variant,), max_steps=20, log_every=5, checkpoint_every=1000)
-    run(["dvc", "repro", f"evaluate@{variant}"], root)
-    git_commit_all(root, "baseline")
-    run(["dvc", "exp", "run", "-n", "bce", "-S", "train.max_steps=30", f"evaluate@{variant}"], root)
-    run_id = json.loads((root / "metrics" / variant / "train.json").read_text())["run_id"]
+def test_the_runnable_readme_blocks_run_offline(gaussian_experiments):
+    """In conftest's repository of gaussian_2d experiments (one is named bce); RUN_ID: a training run there."""
+    variant, root = "gaussian_2d", gaussian_experiments  # the toy: seconds of training
+    train = json.loads((root / "metrics" / variant / "train.json").read_text())  # h2: two seeds, a run each
+    run_id = train["per_seed"]["1"]["run_id"]  # a seed's run holds its generator (the parent's says so: below)
     e = env() | {"RUN_ID": run_id}
     todo = [(lang, code) for mark, lang, code in blocks() if mark == "run"]
     log = []  # what each block printed, for a person to read: test-artifacts/readme_blocks.txt
@@ -57,3 +54,8 @@ def test_the_runnable_readme_blocks_run_offline(pipeline):  # noqa: F811
             assert max(map(len, lines)) <= 80 and any(x.startswith("bce  ") for x in lines), proc.stdout
             assert any(x.split()[:1] == [variant] for x in lines), proc.stdout
     assert len(todo) >= 2 and os.environ.get("RUN_ID") is None
+    # the parent run of a multi-seed variant holds no model: loading it names the seeds' runs instead
+    parent = subprocess.run([sys.executable, "-c", "import os; from ganlab.tracking import load_generator; "
+                             "load_generator(os.environ['RUN_ID'])"], cwd=root, env=env() | {"RUN_ID": train["run_id"]},
+                            capture_output=True, text=True)
+    assert parent.returncode != 0 and f"seed 1: {run_id}" in parent.stderr, parent.stderr

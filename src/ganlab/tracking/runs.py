@@ -118,6 +118,14 @@ VARIANT_JSON_BYTES = 1 << 20  # a resolved config is a few KB
 def _model_sizes(client: Any, run_id: str, limits: LimitsCfg, where: str) -> dict[str, int]:
     """The sizes of model/variant.json and model/generator.pt as the store lists them, checked before download."""
     sizes = {Path(f.path).name: f.file_size for f in client.list_artifacts(run_id, "model") if not f.is_dir}
+    if not sizes:
+        run = client.get_run(run_id)
+        seeds = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+        if seeds:  # a multi-seed variant's parent run: each seed's run holds its own generator
+            listing = ", ".join(f"seed {r.data.tags.get('seed', '?')}: {r.info.run_id}"
+                                for r in sorted(seeds, key=lambda r: int(r.data.tags.get("seed", 0))))
+            raise BadFile(f"MLflow run {run_id} is the parent of a multi-seed variant's runs and holds no model; "
+                          f"load one seed's run ({listing}; metrics/<variant>/train.json lists them under per_seed)")
     for name, cap in (("variant.json", VARIANT_JSON_BYTES), ("generator.pt", limits.file_bytes)):
         if name not in sizes:
             raise BadFile(f"{where}{name}: missing; the run holds {sorted(sizes) or 'no model'} (a run of "
