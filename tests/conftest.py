@@ -165,7 +165,7 @@ def write_data_params(directory: Path, data: dict[str, Any]) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------- scheduling
-# The suite runs on two pytest-xdist workers (pyproject's addopts: `-n auto --dist loadgroup`). A worker is a session
+# The suite runs on three pytest-xdist workers (pyproject's addopts: `-n 3 --dist loadgroup`). A worker is a session
 # of its own, so a test that shares something costly with others is kept on one worker with them: every test of the
 # lab (started once), and the tests of a module whose own fixtures are module- or session-scoped (trained once). The
 # end-to-end tests go first, so the long ones do not start last on a worker while the other idles.

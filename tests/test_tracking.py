@@ -11,6 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from ganlab.config import TrackingCfg
+from ganlab.tracking.store import open_client
 from helpers import REPO, env, run, write_mnist_h5, write_params
 
 
@@ -26,10 +27,14 @@ def root(tmp_path):
 
 
 def client(root):
-    return MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    """The store's client, opened as the stages open it (under ganlab's store lock): a test that polls a store a
+    stage is creating must not create its schema at the same time (it did, under load, and the stage failed)."""
+    return open_client(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
 
 
 def runs(root):
+    if not (root / "mlruns" / "mlflow.db").exists():  # the stage has not opened the store yet
+        return []
     c = client(root)
     exp = c.get_experiment_by_name("ganlab")
     return c.search_runs([exp.experiment_id]) if exp else []
