@@ -168,7 +168,7 @@ def write_data_params(directory: Path, data: dict[str, Any]) -> Path:
 # The suite runs on three pytest-xdist workers (pyproject's addopts: `-n 3 --dist loadgroup`). A worker is a session
 # of its own, so a test that shares something costly with others is kept on one worker with them: every test of the
 # lab (started once), and the tests of a module whose own fixtures are module- or session-scoped (trained once). The
-# end-to-end tests go first, so the long ones do not start last on a worker while the other idles.
+# lab's tests and the end-to-end tests go first, so the long ones do not start last on a worker while others idle.
 SESSION_GROUPS = ("lab", "gaussian_experiments")  # costly session fixtures: their users share one worker
 
 
@@ -188,7 +188,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = _group(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: e2e first, else as collected
+    items.sort(key=_start_order)  # stable: within a rank, as collected
+
+
+def _start_order(item: pytest.Item) -> int:
+    """The lab's tests first (one worker runs them one after another, minutes in all: started last, they would end
+    last), then the end-to-end tests, then the rest."""
+    if "lab" in item.fixturenames:
+        return 0
+    return 1 if item.get_closest_marker("e2e") else 2
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker sends the ids to the scheduler
