@@ -16,6 +16,8 @@ dest=$out/$arm/s$seed
 if [ -n "${STOP_AT:-}" ] && [ "$(date -u +%H%M)" -ge "$STOP_AT" ]; then
   echo "not starting $arm s$seed: it is past $STOP_AT UTC"; exit 3
 fi
+mkdir -p "$out/$arm"
+mkdir "$dest.claim" 2>/dev/null || { echo "skip $arm s$seed (another driver has it)"; exit 0; }  # two drivers
 mkdir -p "$dest"
 cd "$repo" || exit 2
 git checkout -q -- params.yaml  # each run is the committed params plus its own -S, never the last run's
