@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from ganlab.evaluation.evaluate import headline
+from ganlab.report.stats import LOWER_IS_BETTER
 
 # eval.json keys of the headline metrics (ganlab.evaluation.evaluate.HEADLINE's sources), and which way is better
 LOWER_BETTER = {"fid_mnist": True, "kid_mnist": True, "unrecognisable_share": True, "class_coverage": False,
                 "fid_gaussian": True, "mean_error": True, "pattern_mae": True, "cgan_accuracy": False}
 PLOTTED = ("fid_mnist", "kid_mnist", "class_coverage", "unrecognisable_share")
-HEADLINE_KEYS = ("fid", "kid", "err", "cover", "unrec", "acc")  # ganlab.report.stats.LOWER_IS_BETTER's
 SAME_AS = {"mnist_vanilla": "bce", "mnist_lsgan": "lsgan"}  # noise-floor variants that are a loss arm, key for key
 BASELINE = "bce"  # the non-saturating GAN, Lucic et al.'s reference
 ORDER = ("bce", "mse", "lsgan", "hinge", "wgan_gp", "pattern_1010", "gaussian_2d", "mnist_mlp_first", "mnist_linear",
@@ -63,7 +63,7 @@ def collect(study_dir: Path) -> dict[str, dict]:
             for k, v in values.items():
                 arm.setdefault(k, []).append(v)
             for k, v in headline(ev, train).items():  # the headline keys `ganlab compare` reads (fid, err, ...)
-                if k in HEADLINE_KEYS:
+                if k in LOWER_IS_BETTER:
                     arm.setdefault(k, []).append(v)
         arms[arm_dir.name] = arm
     return arms

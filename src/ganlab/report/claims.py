@@ -102,11 +102,9 @@ def study(subject: str, root: Path) -> tuple[Optional[dict[str, float]], dict[st
     return ours, ctx
 
 
-def measured(s: Stated, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]],
-             root: Path = Path(".")) -> Any:
-    """Our value of the quantity a source states; for a claim about every variant, one value per variant."""
-    if s.subject in STUDY_FILES:
-        return study(s.subject, root)[0]
+def measured(s: Stated, results: dict[str, VariantResult], classifier: Optional[dict[str, Any]]) -> Any:
+    """Our value of the quantity a source states; for a claim about every variant, one value per variant (a
+    study's claim: `study`)."""
     if s.subject.startswith("classifier."):
         m = (classifier or {}).get(s.subject.split(".", 1)[1]) or {}
         if s.quantity == "seconds_per_image" and m:
@@ -152,20 +150,21 @@ def claims(params: Params, results: dict[str, VariantResult], classifier: Option
            root: Path = Path(".")) -> list[Claim]:
     out = []
     for s in STATED:
-        ours = measured(s, results, classifier, root)
+        missing = "not run here"
         if s.subject in STUDY_FILES:
-            ctx = study(s.subject, root)[1]
+            (ours, ctx), missing = study(s.subject, root), f"{STUDY_FILES[s.subject]} is not in this repository"
             ran = ours is not None
-        elif s.subject.startswith("classifier."):
-            ctx, ran = classifier_context(params, classifier, s.subject.split(".", 1)[1]), classifier is not None
-        elif s.subject == "theory":
-            ctx, ran = {}, True
         else:
-            ran = s.subject in results
-            ctx = run_context(params, results[s.subject]) if ran else {}
-        verdict = judge(s, ours, ctx) if ran else Verdict(MISSING, f"{STUDY_FILES[s.subject]} is not in this "
-                                                                   f"repository" if s.subject in STUDY_FILES
-                                                          else "not run here")
+            ours = measured(s, results, classifier)
+            if s.subject.startswith("classifier."):
+                ctx = classifier_context(params, classifier, s.subject.split(".", 1)[1])
+                ran = classifier is not None
+            elif s.subject == "theory":
+                ctx, ran = {}, True
+            else:
+                ran = s.subject in results
+                ctx = run_context(params, results[s.subject]) if ran else {}
+        verdict = judge(s, ours, ctx) if ran else Verdict(MISSING, missing)
         if ran and s.subject in results and results[s.subject].seeds:
             verdict = per_seed(params, s, results[s.subject], classifier)
         out.append(Claim(s, ours, verdict, ran))

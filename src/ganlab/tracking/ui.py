@@ -53,10 +53,7 @@ def snippet(experiment_id: Optional[str] = None) -> bytes:
             + " } catch (e) {}</script>").encode()
 
 
-SNIPPET = snippet()
-
-
-def inject(html: bytes, script: bytes = SNIPPET) -> bytes:
+def inject(html: bytes, script: bytes) -> bytes:
     """The page with `script` first in <head>, before MLflow's scripts read the mode."""
     i = html.find(b"<head>")
     return html if i < 0 else html[:i + 6] + script + html[i + 6:]
@@ -79,7 +76,7 @@ def experiment_id() -> Optional[str]:
 
 
 class ModelTrainingFirst:
-    """ASGI middleware: HTML answers (uncompressed) get SNIPPET; everything else passes through untouched."""
+    """ASGI middleware: HTML answers (uncompressed) get `snippet`; everything else passes through untouched."""
 
     def __init__(self, app: Callable[..., Any]):
         self.app = app
