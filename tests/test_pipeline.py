@@ -160,7 +160,7 @@ def test_celeba_branch(pipeline):
     """Every CelebA variant through `dvc repro` on 8 generated faces packed by the real stages (the suite's one
     training of these networks: test_engine's stage smoke test leaves them to this one)."""
     celeba = ("celeba_mlp", "celeba_cnn", "celeba_cnn_gelu", "celeba_dcgan", "celeba_wgan_gp")
-    repo = pipeline(celeba, max_steps=2, batch_size=2, log_every=1)
+    repo = pipeline(celeba, max_steps=2, batch_size=2, log_every=1, grid_size=4)  # a 2x2 grid: the same code
     run(["dvc", "repro", "report"], repo)  # the report of everything: every CelebA stage, the evaluator, the data
     runs = {r.info.run_name: r for r in mlflow_runs(repo)}
     assert set(runs) == set(celeba) and all(r.info.status == "FINISHED" for r in runs.values())

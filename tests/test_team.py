@@ -15,7 +15,8 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from helpers import git_commit_all, make_repo
+from ganlab.tracking.ui import COLUMNS, view_key
+from helpers import ARTIFACTS, CHROMIUM_ARGS, chromium, git_commit_all, make_repo
 
 pytestmark = pytest.mark.e2e
 VARIANT = "gaussian_2d"
@@ -117,6 +118,26 @@ def test_a_run_is_tracked_on_the_lab_server(team, lab, client):
                             f"MlflowClient('{lab.uri}').search_experiments()"], capture_output=True, text=True,
                            env=lab.run_env(MLFLOW_TRACKING_PASSWORD="not-the-password"))
     assert wrong.returncode != 0 and "401" in wrong.stderr
+
+    # a teammate's browser: the lab's runs table opens with the loss as a column, no click (ganlab.tracking.ui)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1400, "height": 900}, http_credentials={
+            "username": "admin", "password": lab.client["MLFLOW_TRACKING_PASSWORD"]}).new_page()
+        page.goto(f"{lab.uri}/", wait_until="load")
+        page.get_by_role("link", name=EXPERIMENT, exact=True).first.click()
+        page.wait_for_url("**/experiments/*", timeout=30_000)
+        page.get_by_text(VARIANT, exact=True).first.wait_for(timeout=60_000)
+        page.locator("[role=columnheader]", has_text="model.loss").first.wait_for(timeout=30_000)
+        page.get_by_text("bce", exact=True).first.wait_for(timeout=30_000)  # the run's loss, in its row
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "lab_runs.png"))
+        assert "UI telemetry" not in page.inner_text("body")  # the lab's server runs with MLflow's telemetry off
+        stored = page.evaluate(f"localStorage.getItem({json.dumps(view_key(exp.experiment_id))})")
+        browser.close()
+    assert json.loads(stored)["selectedColumns"] == COLUMNS
 
 
 def test_push_clone_pull_and_share_experiments(team, lab, client):

@@ -48,7 +48,8 @@ def collect(study_dir: Path) -> dict[str, dict]:
     folders = sorted((p for p in study_dir.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, 99), p.name))
     for arm_dir in folders:
         arm = {"seeds": [], "failed": [], "wall_s": [], "train_wall_time_s": []}
-        done = (p for p in arm_dir.glob("s*") if (p / "run.json").exists())  # a run still going has none yet
+        done = (p for p in arm_dir.glob("s*")  # a run still going has no run.json yet; s0-4: a multi-seed run,
+                if p.name[1:].isdigit() and (p / "run.json").exists())  # which run_study.sh split into s0 .. s4
         for run_dir in sorted(done, key=lambda p: int(p.name[1:])):
             seed, run = int(run_dir.name[1:]), json.loads((run_dir / "run.json").read_text())
             ev = json.loads((run_dir / "eval.json").read_text()) if run["rc"] == 0 else {}

@@ -6,7 +6,8 @@
   master, volume, filer, admin and gRPC ports reach nobody outside it; the S3 gateway also listens on a Unix socket
   in <lab>/seaweedfs (0700), and `socat` relays GANLAB_LAB_HOST:GANLAB_LAB_S3_PORT to that socket: the one door,
   locked by S3 signatures (identities in <lab>/seaweedfs/s3.json; SIGHUP reloads them).
-- `mlflow server --app-name basic-auth` on GANLAB_LAB_HOST:GANLAB_LAB_MLFLOW_PORT, answering only the lab's names
+- `mlflow server --app-name basic-auth` (through ganlab.tracking.ui: the runs tables open with the headline scores) on
+  GANLAB_LAB_HOST:GANLAB_LAB_MLFLOW_PORT, answering only the lab's names
   (--allowed-hosts) and only the lab's own web origins (--cors-allowed-origins).
 
 Every daemon is recorded as "pid start-time" and stopped only if that pid still has that start time.
@@ -19,6 +20,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -246,7 +248,8 @@ class TrackingServer(Daemon):
 
     def command(self) -> list[str]:
         names, port = self.lab.server_names(), self.lab.mlflow_port
-        return [program("mlflow", SETUP), "server", "--app-name", "basic-auth",
+        program("mlflow", SETUP)  # installed; served through ganlab.tracking.ui: MLflow's app, ganlab's first page
+        return [sys.executable, "-m", "ganlab.tracking.ui", "server", "--app-name", "basic-auth",
                 "--backend-store-uri", self.lab.pg_uri("mlflow"), "--artifacts-destination", self.lab.artifacts,
                 "--host", self.lab.host, "--port", str(port), "--workers", "1",
                 "--allowed-hosts", ",".join([*names, *(f"{n}:{port}" for n in names)]),
@@ -271,6 +274,7 @@ class TrackingServer(Daemon):
                     "MLFLOW_AUTH_ADMIN_PASSWORD": s["MLFLOW_AUTH_ADMIN_PASSWORD"],
                     "MLFLOW_FLASK_SERVER_SECRET_KEY": s["GANLAB_LAB_FLASK_SECRET"],
                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as `ganlab ui` (tracking.telemetry); the admin may set it
         proc = self.spawn(self.command(), env, auth.parent)
         try:
             wait("the MLflow server", self.ready, self.log, proc)

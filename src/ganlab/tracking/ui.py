@@ -6,12 +6,15 @@ back to the stored GenAI mode; its assistant panel opens by itself on a first vi
 either. So `ganlab ui` runs `mlflow ui` itself (its options, store set-up and security middleware unchanged) with
 one difference: the HTML page it serves first stores model-training mode and a closed assistant panel when the
 browser has stored nothing for them yet. A user who picks GenAI mode, or opens the assistant, keeps that.
-The same goes for the runs table of the project's experiment: MLflow shows only Source, Models and Dataset until
-the user picks columns, so a table sorted by FID would not show the FID. Where the browser has stored no view of
-that experiment yet, the page stores one whose columns are the headline scores (`eval/fid_mnist`, ...), the loss
-and the logged model; the user's own choice of columns, once made, is kept as MLflow keeps it.
+The same goes for the runs tables: MLflow shows only Source, Models and Dataset until the user picks columns, so a
+table sorted by FID would not show the FID. Where the browser has stored no view of an experiment yet, the page
+stores one whose columns are the headline scores (`eval/fid_mnist`, ...), the loss and the logged model; the user's
+own choice of columns, once made, is kept as MLflow keeps it.
 
     ganlab ui [--port 5000] [--host 127.0.0.1]          the store of params.yaml's `tracking` section
+
+The lab's server (ganlab.team.services) is MLflow's `mlflow server --app-name basic-auth` served the same way:
+`python -m ganlab.tracking.ui server ARGS` is `mlflow ARGS`, with this page in front of MLflow's app.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ def view_key(experiment_id: str) -> str:
            "-ReactComponentState"
 
 
-def snippet(experiment_id: Optional[str] = None) -> bytes:
-    """The script that stores ganlab's defaults where this browser has stored nothing for them."""
+def snippet(experiments: tuple[str, ...] | list[str] = ()) -> bytes:
+    """The script that stores ganlab's defaults where this browser has stored nothing for them: the mode, the
+    assistant, and the runs table's columns of each experiment id in `experiments`."""
     items = dict(DEFAULTS)
-    if experiment_id is not None:
-        items[view_key(experiment_id)] = json.dumps({"selectedColumns": COLUMNS})
+    view = json.dumps({"selectedColumns": COLUMNS})
+    items.update({view_key(e): view for e in experiments})
     return ("<script>/* ganlab ui: MLflow's defaults for this browser, unless it chose otherwise */ try { "
             + " ".join(f"if (localStorage.getItem({json.dumps(k)}) === null) "
                        f"localStorage.setItem({json.dumps(k)}, {json.dumps(v)});" for k, v in items.items())
@@ -59,20 +63,18 @@ def inject(html: bytes, script: bytes) -> bytes:
     return html if i < 0 else html[:i + 6] + script + html[i + 6:]
 
 
-_EXPERIMENT: dict[str, str] = {}  # the experiment's id once it exists (ids never change)
+MAX_VIEWS = 200  # experiments whose view a first visit stores (the most recently active first)
 
 
-def experiment_id() -> Optional[str]:
-    """The id of params.yaml's experiment in the store `ganlab ui` serves (GANLAB_UI_STORE, GANLAB_UI_EXPERIMENT,
-    set by main for the server's workers), or None while it has no run yet."""
-    if "id" not in _EXPERIMENT and os.environ.get("GANLAB_UI_STORE"):
-        from ganlab.tracking.store import open_client
+def experiment_ids() -> list[str]:
+    """The ids of the store's active experiments, from the server's own tracking store (the one `mlflow ui` or
+    `mlflow server` opened in this worker: no second connection, no credentials of ours)."""
+    from mlflow.entities import ViewType
+    from mlflow.server.handlers import _get_tracking_store
 
-        exp = open_client(os.environ["GANLAB_UI_STORE"]).get_experiment_by_name(
-            os.environ.get("GANLAB_UI_EXPERIMENT", "ganlab"))
-        if exp is not None:
-            _EXPERIMENT["id"] = exp.experiment_id
-    return _EXPERIMENT.get("id")
+    found = _get_tracking_store().search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=MAX_VIEWS,
+                                                     order_by=["last_update_time DESC"])
+    return [e.experiment_id for e in found]
 
 
 class ModelTrainingFirst:
@@ -97,7 +99,7 @@ class ModelTrainingFirst:
                 chunks.append(message.get("body", b""))
                 if message.get("more_body"):
                     return
-                body = inject(b"".join(chunks), snippet(experiment_id()))
+                body = inject(b"".join(chunks), snippet(experiment_ids()))
                 start = held.pop("start")
                 headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
                 await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
@@ -113,10 +115,40 @@ def _app() -> Any:
     return ModelTrainingFirst(mlflow_app)
 
 
+def basic_auth_app() -> Any:
+    """The lab's app: MLflow's basic-auth app (its factory, as `mlflow server --app-name basic-auth` serves it)
+    with the page in front."""
+    from mlflow.server.auth import create_app
+
+    return ModelTrainingFirst(create_app())
+
+
 def __getattr__(name: str) -> Any:  # `app`, built when uvicorn's workers import it (not on `ganlab ui -h`)
     if name == "app":
         return _app()
     raise AttributeError(name)
+
+
+OURS = {"mlflow.server.fastapi_app:app": "ganlab.tracking.ui:app",  # MLflow's app -> ours, in uvicorn's command
+        "mlflow.server.auth:create_app": "ganlab.tracking.ui:basic_auth_app"}
+
+
+def mlflow_cli(argv: list[str]) -> int:
+    """`mlflow ARGV` (`ui`, or `server` with or without `--app-name basic-auth`) with its options, store set-up and
+    security middleware unchanged, serving our app in place of MLflow's (uvicorn only; other servers refused)."""
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no job runner: ganlab submits none
+    import mlflow.server
+    from mlflow.cli import cli
+
+    build = mlflow.server._build_uvicorn_command
+
+    def ours(uvicorn_opts, host, port, workers, app, *rest):
+        if app not in OURS:
+            raise SystemExit(f"ganlab: MLflow would serve {app!r}; ganlab serves only {', '.join(OURS)}")
+        return build(uvicorn_opts, host, port, workers, OURS[app], *rest)
+
+    mlflow.server._build_uvicorn_command = ours
+    return cli.main(argv, prog_name="mlflow", standalone_mode=False) or 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -131,18 +163,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     tracking = load_params(args.params).tracking
     telemetry(tracking)
-    os.environ.update(GANLAB_UI_STORE=tracking_uri(tracking), GANLAB_UI_EXPERIMENT=tracking.experiment)
-    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no job runner: ganlab submits none
-    import mlflow.server
-    from mlflow.cli import cli
-
-    build = mlflow.server._build_uvicorn_command  # mlflow ui's own command line, with our app in place of its
-
-    def ours(uvicorn_opts, host, port, workers, app, *rest):
-        return build(uvicorn_opts, host, port, workers, "ganlab.tracking.ui:app", *rest)
-
-    mlflow.server._build_uvicorn_command = ours
     url = f"http://{args.host}:{args.port}"
     print(f"ganlab runs: {runs_table_url(url, tracking)}", file=sys.stderr)
-    return cli.main(["ui", "--backend-store-uri", tracking_uri(tracking), "--host", args.host,
-                     "--port", str(args.port)], prog_name="mlflow", standalone_mode=False) or 0
+    return mlflow_cli(["ui", "--backend-store-uri", tracking_uri(tracking), "--host", args.host,
+                       "--port", str(args.port)])
+
+
+if __name__ == "__main__":  # the lab's server: python -m ganlab.tracking.ui server --app-name basic-auth ...
+    sys.exit(mlflow_cli(sys.argv[1:]))
