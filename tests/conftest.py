@@ -254,7 +254,8 @@ def write_zip(path: Path, entries: dict[str, bytes], seed: int = 1) -> Path:
 @pytest.fixture(scope="session")
 def gaussian_experiments(tmp_path_factory, mnist_csv) -> Path:
     """A repository of the real pipeline with three `dvc exp run`s of gaussian_2d (30 steps): mse1 (model.loss mse,
-    one seed), bce (the committed params: train.seeds 3) and h2 (hinge, 2 seeds; the workspace after it), the
+    one seed), bce (the committed params: train.seeds 3) and h2 (hinge, 2 seeds; the workspace after it), and two
+    lsgan seeds queued the DVC way (`--queue -S train.seed=0,1`, run by DVC's queue workers in their copies), the
     evaluator's digits from a loopback server held while they are made. Made once for the session; its users read
     it (`ganlab compare`, the README's commands) and leave the workspace as it is."""
     state = FakeFiles()
@@ -274,9 +275,14 @@ def gaussian_experiments(tmp_path_factory, mnist_csv) -> Path:
     root = make_repo(tmp_path_factory.mktemp("experiments") / "repo", edit)
     git_commit_all(root)
     try:
-        for name, sets in (("mse1", ["model.loss=mse", "train.seeds=1"]), ("bce", []),
+        for name, sets in (("mse1", ["model.loss=mse", "train.seeds=1"]), ("bce", []), ("queue", None),
                            ("h2", ["model.loss=hinge", "train.seeds=2"])):
             run(["git", "checkout", "--", "params.yaml"], root)  # `dvc exp run -S` leaves its edit in the workspace
+            if sets is None:  # DVC's queue, before h2 so that h2 stays the workspace's experiment
+                run(["dvc", "exp", "run", "--queue", "-S", "model.loss=lsgan", "-S", "train.seeds=1",
+                     "-S", "train.seed=0,1", f"evaluate@{v}"], root)
+                run(["dvc", "exp", "run", "--run-all", "-j", "2"], root, timeout=400)  # returns when they are done
+                continue
             run(["dvc", "exp", "run", "-q", "-n", name, *[a for s in sets for a in ("-S", s)], f"evaluate@{v}"], root)
     finally:
         server.shutdown()

@@ -1,8 +1,9 @@
 """`ganlab compare` on real DVC experiments of the real pipeline (gaussian_2d, a few steps): verdicts that agree
 with scipy run on the per-seed values, `workspace`, the one-seed case with and without the noise-floor study,
-experiments that differ only in train.seed as one arm, a refused evaluator, and the page in Chromium at 1280 px."""
+experiments that differ only in train.seed as one arm (queued by DVC's own queue too), a refused evaluator, and the page in Chromium at 1280 px."""
 
 import json
+from pathlib import Path
 
 import pytest
 from scipy import stats as sps
@@ -49,6 +50,41 @@ def test_verdicts_agree_with_scipy_on_the_per_seed_values(repo):
     ws = json.loads(compare(repo, "workspace", "bce", "--json").stdout)
     (w,) = [r for r in ws["rows"] if r["metric"] == "fid"]
     assert (w["a"]["n"], w["b"]["n"]) == (2, 3) and w["a"]["mean"] == pytest.approx(row["b"]["mean"])
+
+
+def test_seeds_queued_the_dvc_way_are_one_arm(repo):
+    """The README's queue (`dvc exp run --queue -S train.seed=0,1` and DVC's workers): two experiments, one arm."""
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    queued = sorted(r["name"] for base in shown for e in base.get("experiments") or [] for r in e["revs"]
+                    if r.get("data", {}).get("params", {}).get("params.yaml", {}).get("data", {})
+                    .get("model", {}).get("loss") == "lsgan")
+    assert len(queued) == 2, queued
+    out = json.loads(compare(repo, queued[0], "bce", "--json").stdout)
+    (row,) = [r for r in out["rows"] if r["metric"] == "fid"]
+    values = sorted(v for name in queued for v in per_seed(repo, name))
+    assert (row["a"]["n"], row["b"]["n"]) == (2, 3)
+    assert row["a"]["mean"] == pytest.approx(sum(values) / 2, abs=1e-4)  # compare rounds to 4 places
+
+
+def test_an_experiments_files_read_as_dvc_reads_them(repo):
+    """ExpFiles (git objects and DVC's cache, no index of the pipeline) gives DVCFileSystem's bytes and listings."""
+    from ganlab.engine.contract import RunPaths
+    from ganlab.report.exp_files import ExpFiles
+
+    refs = run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], repo).stdout.split("\n")
+    (rev,) = [line.split()[0] for line in refs if line.endswith("/bce")]  # DVC's ref of the experiment
+    files, seed1 = ExpFiles(repo), RunPaths.for_variant(V).for_seed(1)
+    fs = files.dvc_fs(rev)
+    names = files.listdir(rev, seed1.progress)
+    assert names and names == sorted(Path(p).name for p in fs.ls(str(seed1.progress), detail=False))
+    paths = [RunPaths.for_variant(V).eval_json, seed1.losses_csv, seed1.progress / names[-1], seed1.models / "train.json",
+             seed1.models / "generator.pt", Path("dvc.yaml")]
+    try:
+        for path in paths:  # git-tracked (eval.json, losses.csv, dvc.yaml) and in DVC's cache (pictures, models)
+            assert files.read_bytes(rev, path) == fs.read_bytes(str(path)), path
+        assert files.read_bytes(rev, seed1.progress / "nope.png") is None and files.listdir(rev, Path("nope")) == []
+    finally:
+        files.close()
 
 
 def test_one_seed_cannot_be_judged_and_shows_the_noise_floor(repo, tmp_path):

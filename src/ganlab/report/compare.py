@@ -25,6 +25,7 @@ import numpy as np
 from ganlab.config import flatten
 from ganlab.engine.contract import RunPaths
 from ganlab.report import stats
+from ganlab.report.exp_files import ExpFiles
 
 EVALUATOR = ("eval.", "classifier.")  # params that change how a number is measured: such arms are incomparable
 NOT_EVALUATOR = {"eval.device", "classifier.device"}
@@ -85,18 +86,13 @@ class Arm:
 
 def read_text(repo: Path, rev: Optional[str], path: Path) -> Optional[str]:
     """A file as the experiment has it (DVC-tracked or git-tracked), or None when it has none."""
-    if rev is None:
-        p = repo / path
-        return p.read_text() if p.exists() else None
-    fs = _dvc_fs(str(repo), rev)
-    return fs.read_text(str(path)) if fs.exists(str(path)) else None
+    raw = _files(str(repo)).read_bytes(rev, path)
+    return None if raw is None else raw.decode()
 
 
-@lru_cache(maxsize=64)
-def _dvc_fs(repo: str, rev: str) -> Any:
-    from dvc.api import DVCFileSystem
-
-    return DVCFileSystem(repo, rev=rev)
+@lru_cache(maxsize=8)
+def _files(repo: str) -> ExpFiles:
+    return ExpFiles(Path(repo))
 
 
 def experiments(repo: Path, all_commits: bool = False) -> dict[str, Exp]:
@@ -242,6 +238,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if len(args.experiments) < 2:
         ap.error("name at least two experiments (for example: ganlab compare workspace exp-lsgan)")
     try:
+        return _compare(args)
+    finally:
+        _files(str(args.repo)).close()
+
+
+def _compare(args: argparse.Namespace) -> int:
+    try:
         a, b = arms(args.experiments, experiments(args.repo, args.all_commits))
         diff = differing(a, b)
         found, notes = rows(a, b, args.repo, noise_floor(args.noise_floor or args.repo / NOISE_FLOOR))
@@ -257,6 +260,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     from ganlab.report.compare_page import write_page
 
     out = args.out or args.repo / "reports" / "compare" / f"{a.label}_vs_{b.label}"
-    page = write_page(out, a, b, diff, found, notes, args.repo, lambda rev: _dvc_fs(str(args.repo), rev))
+    page = write_page(out, a, b, diff, found, notes, args.repo, _files(str(args.repo)))
     print(f"page: {page}")
     return 0

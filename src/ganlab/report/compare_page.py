@@ -4,48 +4,35 @@ grid of every seed and the loss curves of its seeds (mean and band), all read fr
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ganlab.engine.contract import RunPaths
 from ganlab.figures import seed_bands
 from ganlab.io import atomic_write
 from ganlab.report import stats
+from ganlab.report.exp_files import ExpFiles
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 class Files:
-    """Copies an experiment's files out of DVC. `fs(rev)` gives the DVCFileSystem of a commit (opening one costs
-    a second or more: the comparison shares those it opened for the numbers)."""
+    """Copies an experiment's files out (`ganlab.report.exp_files`: the commit's git objects and DVC's cache)."""
 
-    def __init__(self, repo: Path, fs: Callable[[str], Any]):
-        self.repo, self._fs = repo, fs
+    def __init__(self, files: ExpFiles):
+        self.files, self.repo = files, files.repo
 
     def last(self, rev: Optional[str], folder: Path, pattern: str) -> Optional[str]:
-        """The last file name in `folder` matching epoch_*.png, or None."""
-        if rev is None:
-            found = sorted((self.repo / folder).glob(pattern))
-            return found[-1].name if found else None
-        fs = self._fs(rev)
-        if not fs.isdir(str(folder)):
-            return None
-        names = sorted(Path(p).name for p in fs.ls(str(folder), detail=False))
-        names = [n for n in names if Path(n).match(pattern)]
+        """The last file name in `folder` matching `pattern` (epoch_*.png), or None."""
+        names = [n for n in self.files.listdir(rev, folder) if Path(n).match(pattern)]
         return names[-1] if names else None
 
     def copy(self, rev: Optional[str], path: Path, dest: Path) -> Optional[Path]:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if rev is None:
-            if not (self.repo / path).exists():
-                return None
-            shutil.copyfile(self.repo / path, dest)
-            return dest
-        fs = self._fs(rev)
-        if not fs.exists(str(path)):
+        raw = self.files.read_bytes(rev, path)
+        if raw is None:
             return None
-        fs.get_file(str(path), str(dest))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(raw)
         return dest
 
 
@@ -73,7 +60,7 @@ def pictures(out: Path, arms: dict[str, Any], variants: list[str], files: Files)
 
 
 def write_page(out: Path, a: Any, b: Any, diff: list[tuple[str, Any, Any]], found: list[dict],
-               notes: list[str], repo: Path, fs: Callable[[str], Any]) -> Path:
+               notes: list[str], repo: Path, files: ExpFiles) -> Path:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +70,7 @@ def write_page(out: Path, a: Any, b: Any, diff: list[tuple[str, Any, Any]], foun
     env.filters["num"] = lambda x: "—" if x is None else f"{x:.4g}"
     html = env.get_template("compare.html.j2").render(
         a=a, b=b, diff=diff, rows=found, notes=notes, method=stats.METHOD, alpha=stats.ALPHA,
-        pictures=pictures(out, {"A": a, "B": b}, variants, Files(repo, fs)), variants=variants,
+        pictures=pictures(out, {"A": a, "B": b}, variants, Files(files)), variants=variants,
         seeds={v: {"A": list(a.seeds(v, repo)), "B": list(b.seeds(v, repo))} for v in variants})
     page = out / "compare.html"
     atomic_write(page, html)

@@ -12,6 +12,7 @@ in one call (tests/test_compare_stats.py checks the false "better" rate and the 
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Optional
 
@@ -85,10 +86,13 @@ def seeds_needed(effect: float) -> Optional[int]:
     """The fewest seeds per arm that detect a standardised effect |d| with POWER; None beyond MAX_SEEDS."""
     if not np.isfinite(effect) or effect == 0:
         return None
-    for n in range(2, MAX_SEEDS + 1):
-        if power(effect, n) >= POWER:
-            return n
-    return None
+    def reached(n: int) -> bool:  # scipy's noncentral t gives NaN far out in its tail, where the power is ~1
+        p = power(effect, n)
+        return bool(np.isnan(p) or p >= POWER)
+
+    ns = range(2, MAX_SEEDS + 1)  # the power grows with n: the first n that reaches POWER, by bisection
+    i = bisect.bisect_left(ns, True, key=reached)
+    return ns[i] if i < len(ns) else None
 
 
 def effect_size(a: np.ndarray, b: np.ndarray) -> float:
