@@ -9,7 +9,9 @@
 # whose md5 differs from torchvision's (their md5 is then pinned instead). SCRATCH: a new folder for the scratch
 # copy of the pipeline (git + DVC, as tests/helpers.py make_repo makes one). OUT: where run_study.sh copies each
 # run's eval.json/train.json/run.json; then `python docs/studies/losses.py --runs OUT`. SEEDS: default "0 1 2 3 4".
-# STOP_AT=HHMM (UTC) stops starting runs at that time; a rerun skips the runs already done.
+# STOP_AT=HHMM (UTC) stops starting runs at that time; a rerun skips the runs already done. Since the study
+# repository's pipeline changes with the code, a run of this session's code needs a scratch copy of it: the
+# evaluator and data can be carried over with `dvc commit -f download_mnist train_classifier` (losses.md says how).
 set -eu
 here=$(cd "$(dirname "$0")/../.." && pwd)
 scratch=$1 out=$2 seeds=${3:-0 1 2 3 4}
@@ -40,6 +42,13 @@ run() { "$here/docs/studies/run_study.sh" "$scratch" "$@" || [ $? != 3 ] || exit
 for seed in $seeds; do for loss in bce mse lsgan hinge wgan_gp; do  # seed-major: every loss has as many seeds
   run "$out/losses" "$loss" "$seed" mnist_vanilla -S "model.loss=$loss"
 done; done
-for v in pattern_1010 gaussian_2d mnist_mlp_first mnist_linear mnist_mlp mnist_dcgan mnist_cgan; do
+for v in pattern_1010 gaussian_2d mnist_mlp_first mnist_linear; do
   for seed in $seeds; do run "$out/noise_floor" "$v" "$seed" "$v"; done
 done
+set -- $seeds  # mnist_mlp: one multi-seed experiment of the (consecutive) seeds, its wall time the 5-seed one's
+run "$out/noise_floor" mnist_mlp "$1-${!#}" mnist_mlp
+for seed in $seeds; do  # seed-major: the two long ones get as many seeds each when STOP_AT cuts the study short
+  run "$out/noise_floor" mnist_dcgan "$seed" mnist_dcgan
+  run "$out/noise_floor" mnist_cgan "$seed" mnist_cgan
+done
+run "$out/five_seeds" mnist_vanilla "$1-${!#}" mnist_vanilla  # the 5-seed experiment's wall time
