@@ -163,3 +163,16 @@ def test_one_override_warning_per_run_lists_every_variant_it_masks(tmp_path):
     assert "variants.mnist_vanilla.model.loss" not in line  # bce already: nothing masked
     assert "model.gp_lambda of mnist_wgan_gp" in line
     assert params.masking_line(["mnist_vanilla"]).count("masks") == 1  # epochs only; log_every 10 is its own
+
+
+def test_train_joint_on_and_off_as_yaml_reads_them():
+    """`dvc exp run -S train.joint=on` writes `joint: on` unquoted, which YAML 1.1 reads as true: it means "on"."""
+    import yaml
+
+    from ganlab.config import TrainCfg, TrainOverrides
+
+    for text, want in (("joint: on", "on"), ("joint: off", "off"), ("joint: auto", "auto")):
+        doc = yaml.safe_load(text)
+        assert TrainCfg(**doc).joint == want and TrainOverrides(**doc).joint == want
+    with pytest.raises(ValueError, match="'auto', 'on' or 'off'"):
+        TrainCfg(joint="maybe")

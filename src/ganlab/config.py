@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator,
                       model_validator)
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -266,6 +266,14 @@ ModelCfg = Annotated[Union[MlpModel, Cs231nDcganModel, Dcgan64Model, BlogConvMod
                      Field(discriminator="arch")]
 
 
+def _yaml_switch(value: Any) -> Any:
+    """`on`/`off` as YAML 1.1 reads them unquoted (PyYAML, and `dvc exp run -S train.joint=on`): true/false."""
+    return ("on" if value else "off") if isinstance(value, bool) else value
+
+
+Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_yaml_switch)]
+
+
 class TrainCfg(Strict):
     epochs: PosInt = 1
     batch_size: PosInt = 1
@@ -286,7 +294,7 @@ class TrainCfg(Strict):
     # How several seeds train: auto: together (one stacked computation) where the family allows it and it is
     # measured to pay (a GPU), else one after another; on: together wherever the family allows it; off: one after
     # another (each seed then gives bitwise the weights of a single run of that seed, on CPU)
-    joint: Literal["auto", "on", "off"] = "auto"
+    joint: Switch = "auto"
     device: Device = "auto"
     log_every: PosInt = 10
     checkpoint_every: PosInt = 1000
