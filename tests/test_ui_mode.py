@@ -28,6 +28,14 @@ def server(tmp_path):
     for step in (10, 20, 30):
         client.log_metric(run.info.run_id, "train/d_loss", 1.0 / step, step=step)
     client.log_param(run.info.run_id, "model.loss", "bce")
+    for i in range(60):  # a training run's many params: MLflow's default image caption lists them all
+        client.log_param(run.info.run_id, f"train.p{i:02d}", i)
+    from PIL import Image
+
+    for step in (0, 10, 20, 30):  # as train@ and sample@ log them
+        client.log_image(run.info.run_id, Image.new("L", (28, 28), step * 8), key="train/progress", step=step,
+                         synchronous=True)
+    client.log_image(run.info.run_id, Image.new("L", (28, 28), 200), key="sample/grid", step=30, synchronous=True)
     for key, value in (("eval/fid_mnist", 162.8), ("eval/class_coverage", 10), ("eval/kid_mnist", 3.0)):
         client.log_metric(run.info.run_id, key, value, step=30)  # what evaluate@ writes onto the training run
     client.set_terminated(run.info.run_id)
@@ -73,9 +81,31 @@ def test_the_root_url_opens_in_model_training_mode_and_a_run_keeps_it(server):
         body = page.inner_text("body")
         page.screenshot(path=str(ARTIFACTS / "ganlab_ui_run.png"))
         stored = page.evaluate("localStorage.getItem('mlflow.workflowType_v1')")
+        page.get_by_text("Model metrics", exact=True).first.click()  # the charts: curves and pictures first
+        page.get_by_text("d_loss", exact=True).first.wait_for(timeout=60_000)
+        page.wait_for_function("[...document.querySelectorAll('img')].some(i => i.naturalWidth > 0 &&"
+                               " i.src.includes('train~progress'))", timeout=30_000)
+        charts = page.inner_text("body")  # the first screen (MLflow draws a card when it scrolls into view)
+        page.screenshot(path=str(ARTIFACTS / "ganlab_ui_run_charts.png"))
+        page.get_by_text("eval", exact=True).first.scroll_into_view_if_needed()
+        page.get_by_text("fid_mnist", exact=True).first.wait_for(timeout=30_000)  # the scores: last
+        page.reload(wait_until="load")  # MLflow stored its state on the first visit: it is read back as stored
+        page.get_by_text("Model metrics", exact=True).first.click()
+        page.get_by_text("eval", exact=True).first.scroll_into_view_if_needed(timeout=60_000)
+        page.get_by_text("fid_mnist", exact=True).first.wait_for(timeout=30_000)
+        again = page.inner_text("body")
         browser.close()
     assert stored == '"machine_learning"'
     assert not [w for w in GENAI if w in body], body[:2000]
+    # the sections in the pipeline's order: training (curves, the grids), the sample stage's pictures, the scores
+    lines = charts.split("\n")
+    sections = [lines.index(s) for s in ("train", "sample", "eval")]
+    assert sections == sorted(sections), charts[:3000]
+    assert sections[0] < lines.index("d_loss") < sections[1]
+    assert "train/progress" in lines[sections[0]:sections[1]] and "sample/grid" in lines[sections[1]:sections[2]]
+    # the image cards: the picture and the run's name, not its 61 params
+    assert "train.p00" not in charts and "train.p59" not in charts, charts[:3000]
+    assert [line for line in again.split("\n") if line in ("train", "sample", "eval")] == ["train", "sample", "eval"]
 
 
 def test_the_runs_table_columns_are_the_headline_scores():
