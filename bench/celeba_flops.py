@@ -3,6 +3,11 @@ the machine's sgemm rate they reach, and where the rest of the time goes.
 
     python bench/celeba_flops.py [--variants celeba_mlp celeba_cnn ...] [--windows 5] [--window-s 20]
                                  [--threads N]
+    python bench/celeba_flops.py --ab train.fused=true --variants celeba_cnn [--windows 5]
+
+`--ab KEY=VALUE`: a setting's effect instead, as a ratio within one run: the variant as params.yaml has it (A) and
+with KEY set to VALUE (B), timed in alternating windows in one process; per window pair B's images/s over A's,
+their median, min and max (bench/results/celeba_ab-<host>.json).
 
 Per variant, at its source batch size and fp32, in this process, on synthetic uint8 faces of its shape (the step
 does not look at pixel values):
@@ -28,6 +33,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -53,11 +59,9 @@ def one(variant: str, windows: int, window_s: float) -> dict:
     from harness import trainer
     from run import count_flops
 
-    from ganlab.config import load_params
     from ganlab.data.load import resize
 
-    cfg = load_params(ROOT / "params.yaml").variant(variant)
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": "cpu", "precision": "fp32"})})
+    cfg = variant_cfg(variant)
     b = cfg.train.batch_size
     x = torch.randint(0, 256, (max(2 * b, 4), *SHAPES[cfg.data.dataset]), dtype=torch.uint8)
     if cfg.data.image_size:
@@ -93,14 +97,72 @@ def one(variant: str, windows: int, window_s: float) -> dict:
             "gflop_per_s": flops * ips / 1e9, "epoch_20k_s": 20_000 / ips, "top_ops": top}
 
 
+def variant_cfg(variant: str, override: Optional[str] = None):
+    """The variant as params.yaml has it, on the CPU in fp32, with `override` ("train.fused=true") applied."""
+    import yaml
+
+    from ganlab.config import load_params
+
+    cfg = load_params(ROOT / "params.yaml").variant(variant)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": "cpu", "precision": "fp32"})})
+    if override:
+        key, value = override.split("=", 1)
+        section, field = key.split(".")
+        part = getattr(cfg, section).model_copy(update={field: yaml.safe_load(value)})
+        cfg = cfg.model_copy(update={section: type(part).model_validate(part.model_dump())})
+    return cfg
+
+
+def ab(variant: str, override: str, windows: int, window_s: float) -> dict:
+    """B (the override) against A (the variant as it is): images/s in alternating windows, A first."""
+    from harness import trainer
+
+    from ganlab.data.load import resize
+
+    arms = []
+    for o in (None, override):
+        cfg = variant_cfg(variant, o)
+        x = torch.randint(0, 256, (max(2 * cfg.train.batch_size, 4), *SHAPES[cfg.data.dataset]),
+                          dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        if cfg.data.image_size:
+            x = resize(x, cfg.data.image_size)
+        work = trainer(cfg, x, torch.device("cpu"))
+        work(2)  # warm-up
+        t0 = time.perf_counter()
+        work(1)
+        arms.append((work, max(1, round(window_s / (time.perf_counter() - t0)))))
+    rates: list[list[float]] = [[], []]
+    for _ in range(windows):
+        for i, (work, k) in enumerate(arms):
+            t0 = time.perf_counter()
+            n = work(k)
+            rates[i].append(n / (time.perf_counter() - t0))
+    ratios = [b / a for a, b in zip(*rates)]
+    return {"variant": variant, "override": override, "images_per_s": {"a": rates[0], "b": rates[1]},
+            "ratio_b_over_a": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+                               "windows": windows}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=VARIANTS)
     ap.add_argument("--windows", type=int, default=5)
     ap.add_argument("--window-s", type=float, default=20.0)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--ab", metavar="KEY=VALUE", help="time the variants with and without this setting")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.ab:
+        rows = [ab(v, args.ab, args.windows, args.window_s) for v in args.variants]
+        for r in rows:
+            q = r["ratio_b_over_a"]
+            print(f"{r['variant']}: {args.ab} {q['median']:.3f}x images/s ({q['min']:.3f}-{q['max']:.3f}, "
+                  f"{q['windows']} window pairs)", flush=True)
+        path = ROOT / "bench/results" / f"celeba_ab-{platform.node()}.json"
+        old = json.loads(path.read_text())["rows"] if path.exists() else []
+        keep = [r for r in old if (r["variant"], r["override"]) not in {(v, args.ab) for v in args.variants}]
+        path.write_text(json.dumps({"threads": args.threads, "rows": keep + rows}, indent=2) + "\n")
+        return
     ceiling = sgemm_rate()
     rows = []
     for v in args.variants:
