@@ -124,6 +124,26 @@ def test_links_planted_at_the_writers_temp_names_are_not_followed(tmp_path):
         a.unlink(), b.unlink()
 
 
+def test_the_same_tensors_save_to_the_same_bytes(tmp_path):
+    """A stage that reruns with the same weights leaves the same file, so DVC does not rerun what follows it: two
+    processes save the same tensors (the archive's folder was named after the writer's temporary file, which
+    carries the process id)."""
+    import hashlib
+    import sys
+
+    import torch
+
+    from ganlab.io import load_tensors
+
+    save = ("import sys, torch; from ganlab.io import atomic_torch_save; "
+            "atomic_torch_save({'net': 'cnn', 'state': {'w': torch.arange(6.0).reshape(2, 3)}}, sys.argv[1])")
+    for d in ("a", "b"):
+        subprocess.run([sys.executable, "-c", save, str(tmp_path / d / "cnn.pt")], env=env(), check=True)
+    a, b = ((tmp_path / d / "cnn.pt").read_bytes() for d in ("a", "b"))
+    assert hashlib.md5(a).hexdigest() == hashlib.md5(b).hexdigest()
+    assert torch.equal(load_tensors(tmp_path / "a" / "cnn.pt")["state"]["w"], torch.arange(6.0).reshape(2, 3))
+
+
 def test_dead_writers_new_style_temporaries_are_removed_and_live_ones_kept(tmp_path):
     host = socket.gethostname()
     dead = tmp_path / f"out.json{TMP_MARK}{host}-999999.k3x_9a2q"

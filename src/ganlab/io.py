@@ -158,10 +158,13 @@ def atomic_write(dest: Union[str, Path], data: Union[str, bytes]) -> Path:
 
 
 def atomic_torch_save(obj: Any, dest: Union[str, Path]) -> Path:
+    """torch.save to `dest` atomically, the same bytes for the same tensors: saved through an open file (torch
+    names the archive's folder after a path it is given, here the random temporary one, so every save of the same
+    weights had other bytes and DVC saw a changed output, rerunning every stage after it)."""
     import torch
 
-    with atomic_path(dest) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(dest) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW), "wb") as f:
+        torch.save(obj, f)
     return Path(dest)
 
 
