@@ -147,6 +147,14 @@ def test_on_a_cpu_batch_1_seeds_train_one_after_another():
     assert "train.joint: on" in joint.worthwhile(variant("mnist_vanilla"))
 
 
+def test_auto_keeps_seeds_apart_on_a_gpu_too_until_the_float32_gap_is_explained(monkeypatch):
+    """The measured float32 joint run scored worse than its seeds one after another: `auto` does not pick it on
+    a GPU either (the device is resolved as the stage resolves it; no GPU needed)."""
+    monkeypatch.setattr(joint, "resolve_device", lambda device: torch.device("cuda"))
+    why = joint.worthwhile(variant("mnist_vanilla"))
+    assert why and "scored worse" in why and "train.joint: on" in why
+
+
 @pytest.mark.parametrize("mode, together", [("auto", False), ("on", True), ("off", False)])
 def test_fit_seeds_trains_together_as_train_joint_says(monkeypatch, capsys, mode, together):
     """The stage's fit_seeds hands the seeds to the joint path under `on` (a family that allows it), never under
