@@ -33,7 +33,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -55,29 +55,36 @@ def sgemm_rate(n: int = 2048, reps: int = 5) -> float:
     return statistics.median(rates)
 
 
-def one(variant: str, windows: int, window_s: float) -> dict:
+def workload(cfg, window_s: float) -> tuple[Callable[[int], int], int]:
+    """The train stage's loop (bench/harness.py `trainer`) on synthetic faces of the variant's shape, warmed up
+    (allocations, kernel selection), and the number of iterations that fill a window of about `window_s`."""
     from harness import trainer
-    from run import count_flops
 
     from ganlab.data.load import resize
 
-    cfg = variant_cfg(variant)
-    b = cfg.train.batch_size
-    x = torch.randint(0, 256, (max(2 * b, 4), *SHAPES[cfg.data.dataset]), dtype=torch.uint8)
+    x = torch.randint(0, 256, (max(2 * cfg.train.batch_size, 4), *SHAPES[cfg.data.dataset]), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
     if cfg.data.image_size:
         x = resize(x, cfg.data.image_size)
     work = trainer(cfg, x, torch.device("cpu"))
-    work(2)  # warm-up: allocations, kernel selection
+    work(2)
+    t0 = time.perf_counter()
+    work(1)
+    return work, max(1, round(window_s / (time.perf_counter() - t0)))
+
+
+def one(variant: str, windows: int, window_s: float) -> dict:
+    from run import count_flops
+
+    cfg = variant_cfg(variant)
+    b = cfg.train.batch_size
+    work, k = workload(cfg, window_s)
     images: list[int] = []
     try:
         flops = count_flops(lambda: images.append(work(1))) / images[0]  # bench/run.py's counter
     except RuntimeError as err:  # torch's counter cannot follow autograd.grad (WGAN-GP's penalty): say so
         print(f"{variant}: FLOPs not counted: {err}", file=sys.stderr)
         flops = float("nan")
-    t0 = time.perf_counter()
-    work(1)
-    per_iter = time.perf_counter() - t0
-    k = max(1, round(window_s / per_iter))  # iterations per window
     rates = []
     for _ in range(windows):
         t0 = time.perf_counter()
@@ -115,22 +122,7 @@ def variant_cfg(variant: str, override: Optional[str] = None):
 
 def ab(variant: str, override: str, windows: int, window_s: float) -> dict:
     """B (the override) against A (the variant as it is): images/s in alternating windows, A first."""
-    from harness import trainer
-
-    from ganlab.data.load import resize
-
-    arms = []
-    for o in (None, override):
-        cfg = variant_cfg(variant, o)
-        x = torch.randint(0, 256, (max(2 * cfg.train.batch_size, 4), *SHAPES[cfg.data.dataset]),
-                          dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-        if cfg.data.image_size:
-            x = resize(x, cfg.data.image_size)
-        work = trainer(cfg, x, torch.device("cpu"))
-        work(2)  # warm-up
-        t0 = time.perf_counter()
-        work(1)
-        arms.append((work, max(1, round(window_s / (time.perf_counter() - t0)))))
+    arms = [workload(variant_cfg(variant, o), window_s) for o in (None, override)]
     rates: list[list[float]] = [[], []]
     for _ in range(windows):
         for i, (work, k) in enumerate(arms):

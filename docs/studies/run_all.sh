@@ -10,7 +10,7 @@
 # copy of the pipeline (git + DVC, as tests/helpers.py make_repo makes one). OUT: where run_study.sh copies each
 # run's eval.json/train.json/run.json; then `python docs/studies/losses.py --runs OUT`. SEEDS: default "0 1 2 3 4".
 # STOP_AT=HHMM (UTC) stops starting runs at that time; a rerun skips the runs already done. Since the study
-# repository's pipeline changes with the code, a run of this session's code needs a scratch copy of it: the
+# repository's pipeline changes with the code, a run of newer code needs a new scratch copy: the
 # evaluator and data can be carried over with `dvc commit -f download_mnist train_classifier` (losses.md says how).
 set -eu
 here=$(cd "$(dirname "$0")/../.." && pwd)

@@ -150,9 +150,17 @@ def atomic_path(dest: Union[str, Path]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_file(dest: Union[str, Path]) -> Iterator[Any]:
+    """A binary file to write `dest`'s new content to (`atomic_path`'s temporary, opened without following a
+    link planted at its name)."""
+    with atomic_path(dest) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW), "wb") as f:
+        yield f
+
+
 def atomic_write(dest: Union[str, Path], data: Union[str, bytes]) -> Path:
     """Write `data` (text is UTF-8) to `dest` atomically."""
-    with atomic_path(dest) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW), "wb") as f:
+    with atomic_file(dest) as f:
         f.write(data.encode() if isinstance(data, str) else data)
     return Path(dest)
 
@@ -163,7 +171,7 @@ def atomic_torch_save(obj: Any, dest: Union[str, Path]) -> Path:
     weights had other bytes and DVC saw a changed output, rerunning every stage after it)."""
     import torch
 
-    with atomic_path(dest) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW), "wb") as f:
+    with atomic_file(dest) as f:
         torch.save(obj, f)
     return Path(dest)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -152,7 +151,8 @@ class ModelTrainingFirst:
                     held["start"] = message  # sent with the body, once its length is known
                     return
             elif message["type"] == "http.response.body" and "start" in held:
-                chunks.append(message.get("body", b""))
+                if not bundle:  # the bundle's own bytes are replaced, not read
+                    chunks.append(message.get("body", b""))
                 if message.get("more_body"):
                     return
                 body = self.bundle if bundle else inject(b"".join(chunks), snippet(experiment_ids()))
