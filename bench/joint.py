@@ -46,35 +46,51 @@ def child(variant: str, steps: int, seeds: int, data_dir: Path, root: Path) -> d
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def agreement(variants: list[str], steps: int, data_dir: Path, work: Path) -> dict:
-    """Seed 1 of a 2-seed joint run against `fit` with train.seed 1, after `steps` steps, in fp32 and fp64: the
-    largest absolute difference over G's and D's weights, and that over the largest weight (relative)."""
-    import torch
-
+def agreement(variants: list[str], step_counts: list[int], data_dir: Path, work: Path) -> dict:
+    """Seed 1 of a 2-seed joint run against `fit` with train.seed 1, after each of `step_counts` steps, in fp32 and
+    fp64: the largest absolute difference over G's and D's weights, and that over the largest weight (relative).
+    Both on one thread; in fp32 also the control, `fit` on two threads against one (the same maths, its products
+    split differently: an ordinary change of rounding), so the joint run's distance reads against what any change
+    of rounding does to that variant over as many steps."""
     from ganlab.config import load_params
     from ganlab.engine.contract import RunPaths, Tracker
     from ganlab.engine.joint import fit_joint, seed_config
     from ganlab.engine.train import fit
 
     out = {}
-    for v in variants:
-        for prec in ("fp32", "fp64"):
-            cfg = load_params(ROOT / "params.yaml").variant(v)
-            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
-                "max_steps": steps, "device": "cpu", "precision": prec})})
-            root = Path(tempfile.mkdtemp(dir=work))
-            paths = lambda s, r: RunPaths(f"{v}/seed{s}", root / r, data_dir)  # noqa: E731
-            fit_joint(cfg, v, [0, 1], lambda s: paths(s, "joint"), lambda s: Tracker())
-            fit(seed_config(cfg, 1), v, paths(1, "one"))
-            diff = scale = 0.0
-            for net in ("generator.pt", "discriminator.pt"):
-                a, b = (torch.load(paths(1, r).models / net) for r in ("joint", "one"))
-                for k in a:
-                    diff = max(diff, (a[k].double() - b[k].double()).abs().max().item())
-                    scale = max(scale, b[k].double().abs().max().item())
-            out[f"{v} {prec}"] = {"max_abs_diff": diff, "relative": diff / scale, "steps": steps}
-            print(f"{v} {prec}: max |joint - one| {diff:.3g} ({diff / scale:.3g} of the largest weight)", flush=True)
+    for v, steps, prec in ((v, n, p) for v in variants for n in step_counts for p in ("fp32", "fp64")):
+        base = load_params(ROOT / "params.yaml").variant(v)
+        cfg = lambda threads: base.model_copy(update={"train": base.train.model_copy(update={  # noqa: E731
+            "max_steps": steps, "device": "cpu", "precision": prec, "threads": threads})})
+        root = Path(tempfile.mkdtemp(dir=work))
+        paths = lambda s, r: RunPaths(f"{v}/seed{s}", root / r, data_dir)  # noqa: E731
+        fit_joint(cfg(1), v, [0, 1], lambda s: paths(s, "joint"), lambda s: Tracker())
+        fit(seed_config(cfg(1), 1), v, paths(1, "one"))
+        row = {"steps": steps, **weight_distance(paths(1, "joint"), paths(1, "one"))}
+        line = f"{v} {prec} {steps} steps: |joint - one| {row['relative']:.3g} of the largest weight"
+        if prec == "fp32":
+            fit(seed_config(cfg(2), 1), v, paths(1, "two_threads"))
+            row["control_two_threads"] = weight_distance(paths(1, "two_threads"), paths(1, "one"))
+            line += f"; |two threads - one| {row['control_two_threads']['relative']:.3g}"
+        out[f"{v} {prec}" + (f" {steps}" if len(step_counts) > 1 else "")] = row
+        print(line, flush=True)
     return out
+
+
+def weight_distance(a: "RunPaths", b: "RunPaths") -> dict:
+    """The largest |a - b| over G's and D's saved weights, absolute and over b's largest weight, and how many
+    weights differ by more than 1e-4."""
+    import torch
+
+    diff = scale = 0.0
+    over = 0
+    for net in ("generator.pt", "discriminator.pt"):
+        wa, wb = torch.load(a.models / net), torch.load(b.models / net)
+        for k in wa:
+            d = (wa[k].double() - wb[k].double()).abs()
+            diff, over = max(diff, d.max().item()), over + int((d > 1e-4).sum())
+            scale = max(scale, wb[k].double().abs().max().item())
+    return {"max_abs_diff": diff, "relative": diff / scale, "n_over_1e-4": over}
 
 
 def run_child(variant: str, steps: int, seeds: int, data_dir: Path, work: Path) -> dict:
@@ -108,8 +124,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--data-dir", type=Path)
-    ap.add_argument("--agreement", type=int, metavar="STEPS",
-                    help="instead of timing: seed 1 jointly vs alone after STEPS steps, fp32 and fp64")
+    ap.add_argument("--agreement", type=int, nargs="+", metavar="STEPS",
+                    help="instead of timing: seed 1 jointly vs alone after STEPS steps (each count given), fp32 "
+                         "and fp64, with fp32's two-threads control")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
