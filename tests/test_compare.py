@@ -162,3 +162,21 @@ def test_the_committed_noise_floor_answers_in_the_metrics_compare_shows():
     assert floor_of(floor, "gaussian_2d", "fid")["n"] >= 5 and floor_of(floor, "pattern_1010", "err")["n"] >= 5
     for variant, arm in floor.items():
         assert set(arm) & set(LOWER_IS_BETTER), f"{variant}: no metric compare shows"
+
+
+def test_the_committed_studies_are_what_their_runs_give(tmp_path):
+    """docs/studies/noise_floor.json, losses.json and losses_verdicts.json are docs/studies/losses.py's output for
+    the committed runs (docs/studies/runs): a run added without regenerating them, or a hand edit, fails here; and
+    mnist_vanilla's floor holds the loss study's bce seeds plus the joint study's sequential ones, each seed once."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    subprocess.run([sys.executable, REPO / "docs/studies/losses.py", "--runs", REPO / "docs/studies/runs", "--out",
+                    tmp_path], check=True, capture_output=True)
+    for name in ("noise_floor.json", "losses.json", "losses_verdicts.json"):
+        assert json.loads((tmp_path / name).read_text()) == json.loads((REPO / "docs/studies" / name).read_text()), name
+    vanilla = json.loads((tmp_path / "noise_floor.json").read_text())["mnist_vanilla"]
+    assert vanilla["seeds"] == list(range(10)) and len(vanilla["fid"]) == 10 and not vanilla["failed"]
+    assert vanilla["from"] == "losses/bce + joint/mnist_vanilla_seq"

@@ -147,12 +147,12 @@ def test_on_a_cpu_batch_1_seeds_train_one_after_another():
     assert "train.joint: on" in joint.worthwhile(variant("mnist_vanilla"))
 
 
-def test_auto_keeps_seeds_apart_on_a_gpu_too_until_the_float32_gap_is_explained(monkeypatch):
-    """The measured float32 joint run scored worse than its seeds one after another: `auto` does not pick it on
-    a GPU either (the device is resolved as the stage resolves it; no GPU needed)."""
+def test_auto_trains_seeds_together_on_a_gpu(monkeypatch):
+    """On a GPU `auto` takes the joint path for a family that allows it (the device is resolved as the stage
+    resolves it; no GPU needed): the float32 scores of 10 seeds each way were not told apart (bench/README.md)."""
     monkeypatch.setattr(joint, "resolve_device", lambda device: torch.device("cuda"))
-    why = joint.worthwhile(variant("mnist_vanilla"))
-    assert why and "scored worse" in why and "train.joint: on" in why
+    assert joint.worthwhile(variant("mnist_vanilla")) is None
+    assert joint.worthwhile(variant("mnist_mlp")) is None
 
 
 @pytest.mark.parametrize("mode, together", [("auto", False), ("on", True), ("off", False)])

@@ -36,16 +36,20 @@ LOWER_BETTER = {"fid_mnist": True, "kid_mnist": True, "unrecognisable_share": Tr
                 "fid_gaussian": True, "mean_error": True, "pattern_mae": True, "cgan_accuracy": False}
 PLOTTED = ("fid_mnist", "kid_mnist", "class_coverage", "unrecognisable_share")
 SAME_AS = {"mnist_vanilla": "bce", "mnist_lsgan": "lsgan"}  # noise-floor variants that are a loss arm, key for key
+# more seeds of a noise-floor variant as params.yaml has it, from another study run with the same evaluator: the
+# joint study's sequential arm (train.joint: off, the CPU's default; its seeds 0-4 are bitwise the bce arm's)
+MORE_SEEDS = {"mnist_vanilla": "joint/mnist_vanilla_seq"}
 BASELINE = "bce"  # the non-saturating GAN, Lucic et al.'s reference
 ORDER = ("bce", "mse", "lsgan", "hinge", "wgan_gp", "pattern_1010", "gaussian_2d", "mnist_mlp_first", "mnist_linear",
          "mnist_mlp", "mnist_vanilla", "mnist_lsgan", "mnist_dcgan", "mnist_cgan")
 
 
-def collect(study_dir: Path) -> dict[str, dict]:
-    """{arm: {metric: [values in seed order], "seeds", "failed", "wall_s", "train_wall_time_s"}}."""
+def collect(study_dir: Path, only: str | None = None) -> dict[str, dict]:
+    """{arm: {metric: [values in seed order], "seeds", "failed", "wall_s", "train_wall_time_s"}} (`only`: one arm)."""
     arms = {}
     order = {name: i for i, name in enumerate(ORDER)}  # bce first, then the losses as the project lists them
-    folders = sorted((p for p in study_dir.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, 99), p.name))
+    folders = sorted((p for p in study_dir.iterdir() if p.is_dir() and only in (None, p.name)),
+                     key=lambda p: (order.get(p.name, 99), p.name))
     for arm_dir in folders:
         arm = {"seeds": [], "failed": [], "wall_s": [], "train_wall_time_s": []}
         done = (p for p in arm_dir.glob("s*")  # a run still going has no run.json yet; s0-4: a multi-seed run,
@@ -68,6 +72,21 @@ def collect(study_dir: Path) -> dict[str, dict]:
                     arm.setdefault(k, []).append(v)
         arms[arm_dir.name] = arm
     return arms
+
+
+def with_seeds(arm: dict, more: dict, where: str) -> dict:
+    """`arm` with `more`'s seeds that it lacks (a seed both have is the same run: the arm's is kept), in seed order;
+    "from" names both sources."""
+    out = {k: list(v) if isinstance(v, list) else v for k, v in arm.items()}
+    new = [i for i, seed in enumerate(more["seeds"]) if seed not in arm["seeds"] + arm["failed"]]
+    for k, v in more.items():
+        if isinstance(v, list) and k != "failed" and len(v) == len(more["seeds"]):
+            out.setdefault(k, []).extend(v[i] for i in new)
+    out["failed"] = sorted(set(arm["failed"]) | (set(more["failed"]) - set(arm["seeds"])))
+    out["from"] = " + ".join(x for x in (arm.get("from"), where) if x)
+    order = sorted(range(len(out["seeds"])), key=lambda i: out["seeds"][i])
+    return {k: [v[i] for i in order] if isinstance(v, list) and k != "failed" and len(v) == len(order) else v
+            for k, v in out.items()}
 
 
 def compare(a: list[float], b: list[float], lower_better: bool) -> dict:
@@ -158,6 +177,11 @@ def main() -> None:
         if study == "noise_floor" and (args.runs / "losses").is_dir():  # the loss arms that are variants as they are
             losses = collect(args.runs / "losses")
             arms.update({v: {**losses[arm], "from": f"losses/{arm}"} for v, arm in SAME_AS.items() if arm in losses})
+        if study == "noise_floor":
+            for v, where in MORE_SEEDS.items():
+                study_dir, arm = (args.runs / where).parent, (args.runs / where).name
+                if v in arms and (study_dir / arm).is_dir():
+                    arms[v] = with_seeds(arms[v], collect(study_dir, only=arm)[arm], where)
         (args.out / f"{study}.json").write_text(json.dumps(arms, indent=1) + "\n")
         rows = None
         if study == "losses":

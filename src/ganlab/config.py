@@ -292,9 +292,9 @@ class TrainCfg(Strict):
     # single run). Default 1: every seed costs one more full training (docs/experiments.md, "Seeds").
     seeds: Annotated[int, Field(ge=1, le=100)] = 1
     # How several seeds train: auto: together (one stacked computation) where the family allows it and it is
-    # measured to pay and to score alike (nowhere yet: engine.joint.worthwhile), else one after another; on:
-    # together wherever the family allows it; off: one after another (each seed then gives bitwise the weights of a
-    # single run of that seed, on CPU)
+    # expected to pay (a GPU: engine.joint.worthwhile), else one after another; on: together wherever the family
+    # allows it; off: one after another (each seed then gives bitwise the weights of a single run of that seed, on
+    # CPU)
     joint: Switch = "auto"
     device: Device = "auto"
     log_every: PosInt = 10

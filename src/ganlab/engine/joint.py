@@ -59,14 +59,14 @@ def worthwhile(cfg: Variant) -> Optional[str]:
     `supported` are both None (`on` skips this check). Measured on the busy 2-core VM (bench/README.md, "Seeds
     trained together"): 5 seeds of mnist_vanilla jointly took 1.18x one seed's wall time but 5.0x its CPU time (no
     arithmetic saved on a CPU), and at batch 1 the joint autograd step is ~10x one seed's hand-written step. So on
-    a CPU seeds train one after another, which also keeps each seed bitwise the single run of that seed.
-    Nor on a GPU, for now: in float32 the one full-schedule measurement gave worse scores jointly (5 seeds of
-    mnist_vanilla on the full MNIST, one evaluator: KID 3.10-3.77 jointly against 2.61-2.85 one after another,
-    FID 169-213 against 155-179; bench/README.md), where a different rounding should only draw other seeds of the
-    same spread. Until that is explained, `auto` never trains seeds together; `on` still does."""
+    a CPU seeds train one after another, which also keeps each seed bitwise the single run of that seed. On a GPU
+    they train together (on paper: S small kernels become one; no GPU was lent to measure it). In float32 their
+    scores were not told apart from those of seeds one after another: mnist_vanilla, 10 seeds each way on the full
+    MNIST, one evaluator: FID 186.8 against 177.0 on average, no verdict (Welch's 95 % interval of the difference
+    -5.8 to +25.5: a gap up to that size is not ruled out; bench/README.md: a first 5 seeds had looked worse
+    jointly, the next 5 did not)."""
     if resolve_device(cfg.train.device).type == "cuda":
-        return ("in float32 seeds trained together scored worse than one after another (mnist_vanilla, 5 seeds: "
-                "KID 3.10-3.77 against 2.61-2.85, bench/README.md), not yet explained; train.joint: on forces it")
+        return None
     if cfg.train.batch_size == 1:
         return ("at batch 1 on a CPU the one-seed hand-written step run once per seed is faster than the joint "
                 "autograd step (5 seeds of mnist_mlp: 10x one seed's wall time jointly against 5x in sequence, "
