@@ -74,7 +74,8 @@ def train_seeds(args: argparse.Namespace, params, cfg, overrides: dict, par) -> 
         results = fit_seeds(cfg, name, list(runs), runs.__getitem__, tracker, overrides, par)
     except BaseException as exc:
         if group:
-            group.end_seed_group(parent, 0, 0, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            group.end_seed_group(parent, 0, 0, "KILLED" if isinstance(exc, (KeyboardInterrupt, interrupt.Stopped))
+                                 else "FAILED")
         raise
     failed = {s: r["error"] for s, r in results.items() if r["status"] != "ok"}
     if not writer:

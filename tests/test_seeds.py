@@ -137,3 +137,49 @@ def test_a_rerun_after_a_kill_trains_only_the_unfinished_seeds(trained, tmp_path
     for s, want in before.items():
         got = torch.load(RunPaths.for_variant(NAME, root, seed=s).models / "generator.pt")
         assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_ctrl_c_stops_a_multi_seed_run_and_a_rerun_resumes_it(trained, tmp_path, monkeypatch, capfd):
+    """A real SIGINT (the stage's own handler) in seed 5 of 4, 5, 6: the stage stops there with the resume line
+    and exit status 130, seed 6 never starts, no train.json is written, the MLflow group run ends KILLED. The same
+    stage again: seed 4 is kept, seed 5 resumes, seed 6 trains; every seed's weights are the uninterrupted run's."""
+    import os
+    import shutil
+    import signal
+
+    from ganlab.engine import train
+
+    root = tmp_path / "stopped"
+    root.mkdir()
+    shutil.copy(trained / "multi" / "params.yaml", root / "params.yaml")
+    argv = [NAME, "--data-dir", str(trained / "data" / "processed")]
+    real, calls = train.stop_requested, []
+
+    def ctrl_c_in_seed_5() -> bool:  # called once a step: seed 4's 40 steps, then seed 5's
+        calls.append(1)
+        if len(calls) == 50:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real()
+
+    monkeypatch.setattr(train, "stop_requested", ctrl_c_in_seed_5)
+    capfd.readouterr()
+    assert stage_in_process("train.py", argv, root) == 130
+    err = capfd.readouterr().err
+    assert f"train@{NAME}: stopped at step 10 of 40" in err and "to resume, run:" in err, err
+    assert "FAILED" not in err and "Traceback" not in err
+    assert not RunPaths.for_variant(NAME, root, seed=6).checkpoints.exists()
+    assert not (root / "metrics" / NAME / "train.json").exists()
+    client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ganlab").experiment_id
+    (group,) = client.search_runs([exp], "tags.seed = 'group'")
+    assert group.info.status == "KILLED"
+
+    monkeypatch.setattr(train, "stop_requested", real)
+    assert stage_in_process("train.py", argv, root) == 0
+    err = capfd.readouterr().err
+    assert "training finished before" in err and "resuming from step 10 of 40" in err, err
+    for s in (4, 5, 6):
+        want = torch.load(RunPaths.for_variant(NAME, trained / "multi", seed=s).models / "generator.pt")
+        got = torch.load(RunPaths.for_variant(NAME, root, seed=s).models / "generator.pt")
+        assert all(torch.equal(got[k], want[k]) for k in want), s
+    assert json.loads((root / "metrics" / NAME / "train.json").read_text())["n_failed"] == 0

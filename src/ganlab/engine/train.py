@@ -94,7 +94,9 @@ def fit_seeds(cfg: Variant, name: str, seeds: list[int], paths: Callable[[int], 
     """Train the variant under each seed, one after another: seed `s` is exactly `fit` of the variant with
     `train.seed: s` (and `train.seeds: 1`), so it gives the weights a single run of that seed gives. A seed that
     diverges or fails is recorded ({"status": "failed", "error": ...}) and the others go on; a mistake that would
-    fail every seed alike (the config, a missing or bad file) stops at once. Returns {seed: train.json or failure}.
+    fail every seed alike (the config, a missing or bad file) stops at once, and so does Ctrl-C (`Stopped`: the
+    seed in training keeps a checkpoint, the seeds after it do not start, and a rerun goes on from there).
+    Returns {seed: train.json or failure}.
 
     Where the family allows it and it pays (joint.supported, joint.worthwhile) the seeds train together instead,
     as one stacked computation with the same per-seed results (docs/benchmarks.md); the log says which and why."""
@@ -111,7 +113,7 @@ def fit_seeds(cfg: Variant, name: str, seeds: list[int], paths: Callable[[int], 
         try:
             # keep_finished: a rerun after a kill trains only the seeds that had not finished
             results[s] = {"status": "ok", **fit(one, name, paths(s), tracker(s), overrides, par, keep_finished=True)}
-        except (ConfigError, FileNotFoundError, BadFile):
+        except (ConfigError, FileNotFoundError, BadFile, Stopped):  # Stopped: Ctrl-C stops the stage, not a seed
             raise
         except (TrainingDiverged, Exception) as err:  # not KeyboardInterrupt: a killed stage stops
             print(f"train@{name}: seed {s} failed: {type(err).__name__}: {err}", file=sys.stderr)
