@@ -164,6 +164,20 @@ def markdown(arms: dict[str, dict], rows: list[dict] | None) -> str:
     return "\n".join(lines)
 
 
+def wall_times(arms: dict[str, dict]) -> str:
+    """The training time of each arm's seeds (train.json's wall_time_s) and what 5 seeds of it cost: 5 × the
+    median seed, the way a `train.seeds: 5` experiment trains them (one after another on a CPU); the median, as a
+    run paused on a shared machine (losses.md says which) would inflate a sum."""
+    lines = ["| arm | seeds | training a seed: median (min – max) | 5 seeds of training |", "|---|---|---|---|"]
+    for arm, d in arms.items():
+        t = d.get("train_wall_time_s") or []
+        if t:
+            med = float(np.median(t))
+            lines.append(f"| {arm} | {len(t)} | {med:,.0f} s ({min(t):,.0f} – {max(t):,.0f}) | "
+                         f"{5 * med / 60:,.1f} min |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, required=True, help="the folder run_study.sh wrote (losses/, noise_floor/)")
@@ -189,6 +203,8 @@ def main() -> None:
             (args.out / "losses_verdicts.json").write_text(json.dumps(rows, indent=1) + "\n")
             plot(arms, args.out)
         print(f"## {study}\n\n{markdown(arms, rows)}\n")
+        if study == "noise_floor":
+            print(f"## noise_floor training time\n\n{wall_times(arms)}\n")
 
 
 if __name__ == "__main__":
