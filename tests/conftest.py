@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import REPO, env, git_commit_all, make_repo, mnist_digits, run, tiny_evaluation, write_params
+from helpers import (REPO, env, git_commit_all, make_repo, mnist_digits, run, run_queue, tiny_evaluation,
+                     write_params)
 
 MNIST_TRAIN_ROWS, MNIST_TEST_ROWS = 4000, 1000
 
@@ -281,7 +282,7 @@ def gaussian_experiments(tmp_path_factory, mnist_csv) -> Path:
             if sets is None:  # DVC's queue, before h2 so that h2 stays the workspace's experiment
                 run(["dvc", "exp", "run", "--queue", "-S", "model.loss=lsgan", "-S", "train.seeds=1",
                      "-S", "train.seed=0,1", f"evaluate@{v}"], root)
-                run(["dvc", "exp", "run", "--run-all"], root, timeout=900)  # one worker: test_pipeline says why
+                run_queue(root)  # as `dvc queue start` runs it; helpers.run_queue says why not --run-all
                 continue
             run(["dvc", "exp", "run", "-q", "-n", name, *[a for s in sets for a in ("-S", s)], f"evaluate@{v}"], root)
     finally:

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -80,6 +81,27 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_queue(cwd: Path, timeout: float = 900) -> str:
+    """Run every queued experiment the way a user does with `dvc queue start`, then wait by polling `dvc queue
+    status` until none is queued or running; stop the worker; return the last status. Not `dvc exp run
+    --run-all`: it waits for the worker's reply through kombu's file broker, which can drop a message on a loaded
+    machine (the worker logs `JSONDecodeError: Expecting value`; kombu issue 1551, dvc pull request 7903) and
+    leave it waiting forever with every experiment done -- seen with one worker as well as two."""
+    run(["dvc", "queue", "start"], cwd)
+    deadline, status = time.monotonic() + timeout, ""
+    try:
+        while time.monotonic() < deadline:
+            proc = run(["dvc", "queue", "status"], cwd, check=False)
+            status = proc.stdout
+            rows = [x.split() for x in status.splitlines()[1:] if x.strip() and not x.startswith("Worker status")]
+            if proc.returncode == 0 and rows and not any(w in r for r in rows for w in ("Queued", "Running")):
+                return status
+            time.sleep(1)
+        raise AssertionError(f"the queue did not finish in {timeout:.0f} s:\n{status}")
+    finally:
+        run(["dvc", "queue", "stop"], cwd, check=False)
 
 
 def make_repo(root: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import FAST_DOWNLOAD, write_zip
 from ganlab.config import load_params
-from helpers import assert_trained, git_commit_all, make_repo, run, tiny_evaluation
+from helpers import assert_trained, git_commit_all, make_repo, run, run_queue, tiny_evaluation
 
 pytestmark = pytest.mark.e2e
 VARIANTS = ("pattern_1010", "mnist_mlp_first")
@@ -147,9 +147,7 @@ def test_scoped_repro_ablation_and_queued_experiments(repo):
 
     for seed in (1, 2):  # the train stages only: the workspace's runs above took every other stage through DVC
         run(["dvc", "exp", "run", "--queue", "-S", f"train.seed={seed}", *(f"train@{v}" for v in VARIANTS)], repo)
-    # DVC's queue worker; returns when done. One worker: two share kombu's file broker, which can lose a message
-    # and leave --run-all waiting forever (it did once in this suite; kombu issue 1551, dvc pull request 7903)
-    run(["dvc", "exp", "run", "--run-all"], repo, timeout=900)
+    run_queue(repo)  # DVC's queue worker, as `dvc queue start` runs it (helpers.run_queue says why not --run-all)
     status = run(["dvc", "queue", "status"], repo).stdout
     assert status.count("Success") == 2, status
     queued = [r for r in mlflow_runs(repo) if r.data.params["train.seed"] in ("1", "2")]

@@ -3,7 +3,7 @@ experiment downloads nothing, whether or not dvc.lock is committed (DVC's run ca
 
 import pytest
 
-from helpers import git_commit_all, run
+from helpers import git_commit_all, run, run_queue
 from test_pipeline import pipeline  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.e2e
@@ -12,8 +12,7 @@ NAME = "mnist_mlp_first"
 
 def run_queued(root, name, steps):
     run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.max_steps={steps}", f"train@{NAME}"], root)
-    run(["dvc", "exp", "run", "--run-all"], root)
-    status = run(["dvc", "queue", "status"], root).stdout
+    status = run_queue(root)
     line = next((x for x in status.splitlines() if f" {name} " in f" {x} "), "")
     assert "Success" in line, status + run(["dvc", "queue", "logs", name], root, check=False).stdout
 
