@@ -188,10 +188,10 @@ def main() -> None:
             print(f"{args.runs / study}: no runs yet")
             continue
         arms = collect(args.runs / study)
-        if study == "noise_floor" and (args.runs / "losses").is_dir():  # the loss arms that are variants as they are
-            losses = collect(args.runs / "losses")
-            arms.update({v: {**losses[arm], "from": f"losses/{arm}"} for v, arm in SAME_AS.items() if arm in losses})
         if study == "noise_floor":
+            if (args.runs / "losses").is_dir():  # the loss arms that are variants as they are
+                losses = collect(args.runs / "losses")
+                arms.update({v: {**losses[a], "from": f"losses/{a}"} for v, a in SAME_AS.items() if a in losses})
             for v, where in MORE_SEEDS.items():
                 study_dir, arm = (args.runs / where).parent, (args.runs / where).name
                 if v in arms and (study_dir / arm).is_dir():
