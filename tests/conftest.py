@@ -282,7 +282,8 @@ def gaussian_experiments(tmp_path_factory, mnist_csv) -> Path:
             if sets is None:  # DVC's queue, before h2 so that h2 stays the workspace's experiment
                 run(["dvc", "exp", "run", "--queue", "-S", "model.loss=lsgan", "-S", "train.seeds=1",
                      "-S", "train.seed=0,1", f"evaluate@{v}"], root)
-                run_queue(root)  # as `dvc queue start` runs it; helpers.run_queue says why not --run-all
+                ended = run_queue(root, 2)  # as `dvc queue start` runs it; helpers.run_queue says how
+                assert sorted(ended.values()) == ["Success", "Success"], ended
                 continue
             run(["dvc", "exp", "run", "-q", "-n", name, *[a for s in sets for a in ("-S", s)], f"evaluate@{v}"], root)
     finally:

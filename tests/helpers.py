@@ -83,25 +83,61 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.
     return proc
 
 
-def run_queue(cwd: Path, timeout: float = 900) -> str:
-    """Run every queued experiment the way a user does with `dvc queue start`, then wait by polling `dvc queue
-    status` until none is queued or running; stop the worker; return the last status. Not `dvc exp run
-    --run-all`: it waits for the worker's reply through kombu's file broker, which can drop a message on a loaded
-    machine (the worker logs `JSONDecodeError: Expecting value`; kombu issue 1551, dvc pull request 7903) and
-    leave it waiting forever with every experiment done -- seen with one worker as well as two."""
-    run(["dvc", "queue", "start"], cwd)
-    deadline, status = time.monotonic() + timeout, ""
+QUEUE_DONE = {"FAILED": 4, "CANCELED": 5, "FINISHED": 6}  # dvc's TaskStatus: the states a queued run ends in
+
+
+def queue_runs(cwd: Path) -> dict[str, dict[str, Any]]:
+    """DVC's own record of each experiment its queue took: the executor's info file, .dvc/tmp/exps/run/<stash
+    rev>/<stash rev>.run (the file `dvc queue status` and `dvc queue logs` read), by experiment name."""
+    runs = {}
+    for path in sorted((cwd / ".dvc" / "tmp" / "exps" / "run").glob("*/*.run")):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):  # being written this moment: the next poll reads it
+            continue
+        runs[info.get("name") or path.stem] = info
+    return runs
+
+
+def _pid_alive(pidfile: Path) -> bool:
     try:
-        while time.monotonic() < deadline:
-            proc = run(["dvc", "queue", "status"], cwd, check=False)
-            status = proc.stdout
-            rows = [x.split() for x in status.splitlines()[1:] if x.strip() and not x.startswith("Worker status")]
-            if proc.returncode == 0 and rows and not any(w in r for r in rows for w in ("Queued", "Running")):
-                return status
-            time.sleep(1)
-        raise AssertionError(f"the queue did not finish in {timeout:.0f} s:\n{status}")
-    finally:
-        run(["dvc", "queue", "stop"], cwd, check=False)
+        os.kill(int(pidfile.read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def run_queue(cwd: Path, n: int, timeout: float = 900) -> dict[str, str]:
+    """Run the `n` queued experiments the way a user does, `dvc queue start`, and wait until each has ended and the
+    worker has left (DVC's worker leaves by itself 10 s after the queue empties; no `dvc queue stop`: its
+    shutdown message can stay in the file broker and stop the next `dvc queue start`'s worker at once). Returns
+    {experiment name: how it ended} from DVC's info files: "Success" (as `dvc queue status` says it) for a run
+    DVC finished and collected into an experiment ref, else DVC's state.
+
+    Why not `dvc exp run --run-all`, nor polling `dvc queue status`: both read the Celery side of the queue
+    (kombu's file broker and result files), and on a loaded machine that side lost a message and left the
+    command waiting forever with every experiment done -- `--run-all` and `dvc queue status` both hung so in
+    the suite (the worker logged `JSONDecodeError: Expecting value`; kombu issue 1551, dvc pull request 7903).
+    The executor's info files are plain JSON the run itself writes."""
+    before = set(queue_runs(cwd))
+    run(["dvc", "queue", "start"], cwd, timeout=120)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ended = {k: v for k, v in queue_runs(cwd).items() if k not in before and v.get("status") in QUEUE_DONE.values()}
+        if len(ended) >= n:
+            break
+        time.sleep(1)
+    else:
+        run(["dvc", "queue", "stop", "--kill"], cwd, check=False, timeout=120)
+        raise AssertionError(f"{n} queued experiments did not end in {timeout:.0f} s: "
+                             f"{ {k: v.get('status') for k, v in queue_runs(cwd).items()} }")
+    pidfiles = list((cwd / ".dvc" / "tmp" / "exps" / "celery").glob("*.pid"))
+    while any(_pid_alive(f) for f in pidfiles) and time.monotonic() < deadline + 60:
+        time.sleep(0.5)
+    assert not any(_pid_alive(f) for f in pidfiles), "DVC's queue worker did not leave 10 s after its last run"
+    names = {v: k for k, v in QUEUE_DONE.items()}
+    return {k: "Success" if names[v["status"]] == "FINISHED" and v.get("result_ref") else names[v["status"]]
+            for k, v in ended.items()}
 
 
 def make_repo(root: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:

@@ -12,9 +12,9 @@ NAME = "mnist_mlp_first"
 
 def run_queued(root, name, steps):
     run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.max_steps={steps}", f"train@{NAME}"], root)
-    status = run_queue(root)
-    line = next((x for x in status.splitlines() if f" {name} " in f" {x} "), "")
-    assert "Success" in line, status + run(["dvc", "queue", "logs", name], root, check=False).stdout
+    ended = run_queue(root, 1)
+    assert ended == {name: "Success"}, f"{ended}\n" + run(["dvc", "queue", "logs", name], root, check=False,
+                                                            timeout=120).stdout
 
 
 def test_a_queued_experiment_downloads_nothing_the_cache_holds(pipeline, http_server):  # noqa: F811
