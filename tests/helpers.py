@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -118,9 +120,27 @@ def run_queue(cwd: Path, n: int, timeout: float = 900) -> dict[str, str]:
     (kombu's file broker and result files), and on a loaded machine that side lost a message and left the
     command waiting forever with every experiment done -- `--run-all` and `dvc queue status` both hung so in
     the suite (the worker logged `JSONDecodeError: Expecting value`; kombu issue 1551, dvc pull request 7903).
-    The executor's info files are plain JSON the run itself writes."""
+    The executor's info files are plain JSON the run itself writes. `dvc queue start` asks the same side for live
+    workers before it starts one, and hung so once too: it gets 60 s, then its stack is printed and it is run
+    again, as a user would Ctrl-C and retype it."""
     before = set(queue_runs(cwd))
-    run(["dvc", "queue", "start"], cwd, timeout=120)
+    pidfiles = cwd / ".dvc" / "tmp" / "exps" / "celery"
+    for attempt in range(1, 4):  # `dvc queue start` asks the broker for live workers first, and that can hang too
+        proc = subprocess.Popen(["dvc", "queue", "start"], cwd=cwd, env={**env(), "PYTHONFAULTHANDLER": "1"},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # where it waits, into the test's output; then again, as a user would
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate()
+            print(f"`dvc queue start` hung for 60 s (try {attempt}), at:\n{err[-4000:]}", file=sys.stderr)
+            if any(_pid_alive(f) for f in pidfiles.glob("*.pid")):
+                break  # it hung after starting its worker: the worker runs the queue
+            continue
+        assert proc.returncode == 0, f"dvc queue start failed ({proc.returncode}):\n{out}\n{err}"
+        break
+    else:
+        raise AssertionError("`dvc queue start` hung three times (its stacks are printed above)")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ended = {k: v for k, v in queue_runs(cwd).items() if k not in before and v.get("status") in QUEUE_DONE.values()}
@@ -128,10 +148,11 @@ def run_queue(cwd: Path, n: int, timeout: float = 900) -> dict[str, str]:
             break
         time.sleep(1)
     else:
-        run(["dvc", "queue", "stop", "--kill"], cwd, check=False, timeout=120)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            run(["dvc", "queue", "stop", "--kill"], cwd, check=False, timeout=120)
         raise AssertionError(f"{n} queued experiments did not end in {timeout:.0f} s: "
                              f"{ {k: v.get('status') for k, v in queue_runs(cwd).items()} }")
-    pidfiles = list((cwd / ".dvc" / "tmp" / "exps" / "celery").glob("*.pid"))
+    pidfiles = list(pidfiles.glob("*.pid"))
     while any(_pid_alive(f) for f in pidfiles) and time.monotonic() < deadline + 60:
         time.sleep(0.5)
     assert not any(_pid_alive(f) for f in pidfiles), "DVC's queue worker did not leave 10 s after its last run"
