@@ -112,7 +112,7 @@ def _pid_alive(pidfile: Path) -> bool:
 def run_queue(cwd: Path, n: int, timeout: float = 900) -> dict[str, str]:
     """Run the `n` queued experiments the way a user does, `dvc queue start`, and wait until each has ended and the
     worker has left (DVC's worker leaves by itself 10 s after the queue empties; no `dvc queue stop`: its
-    shutdown message can stay in the file broker and stop the next `dvc queue start`'s worker at once). Returns
+    shutdown message can stay in the file broker and stop the next `dvc queue start`'s worker after one run). Returns
     {experiment name: how it ended} from DVC's info files: "Success" (as `dvc queue status` says it) for a run
     DVC finished and collected into an experiment ref, else DVC's state.
 
@@ -124,7 +124,7 @@ def run_queue(cwd: Path, n: int, timeout: float = 900) -> dict[str, str]:
     workers before it starts one, and hung so once too: it gets 60 s, then its stack is printed and it is run
     again, as a user would Ctrl-C and retype it."""
     before = set(queue_runs(cwd))
-    pidfiles = cwd / ".dvc" / "tmp" / "exps" / "celery"
+    celery = cwd / ".dvc" / "tmp" / "exps" / "celery"  # the worker's pid file
     for attempt in range(1, 4):  # `dvc queue start` asks the broker for live workers first, and that can hang too
         proc = subprocess.Popen(["dvc", "queue", "start"], cwd=cwd, env={**env(), "PYTHONFAULTHANDLER": "1"},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -134,7 +134,7 @@ def run_queue(cwd: Path, n: int, timeout: float = 900) -> dict[str, str]:
             proc.send_signal(signal.SIGABRT)
             out, err = proc.communicate()
             print(f"`dvc queue start` hung for 60 s (try {attempt}), at:\n{err[-4000:]}", file=sys.stderr)
-            if any(_pid_alive(f) for f in pidfiles.glob("*.pid")):
+            if any(_pid_alive(f) for f in celery.glob("*.pid")):
                 break  # it hung after starting its worker: the worker runs the queue
             continue
         assert proc.returncode == 0, f"dvc queue start failed ({proc.returncode}):\n{out}\n{err}"
@@ -152,10 +152,10 @@ def run_queue(cwd: Path, n: int, timeout: float = 900) -> dict[str, str]:
             run(["dvc", "queue", "stop", "--kill"], cwd, check=False, timeout=120)
         raise AssertionError(f"{n} queued experiments did not end in {timeout:.0f} s: "
                              f"{ {k: v.get('status') for k, v in queue_runs(cwd).items()} }")
-    pidfiles = list(pidfiles.glob("*.pid"))
-    while any(_pid_alive(f) for f in pidfiles) and time.monotonic() < deadline + 60:
+    pidfiles, leave_by = list(celery.glob("*.pid")), time.monotonic() + 60
+    while any(_pid_alive(f) for f in pidfiles) and time.monotonic() < leave_by:
         time.sleep(0.5)
-    assert not any(_pid_alive(f) for f in pidfiles), "DVC's queue worker did not leave 10 s after its last run"
+    assert not any(_pid_alive(f) for f in pidfiles), "DVC's queue worker was still there 60 s after its last run (it leaves when idle 10 s)"
     names = {v: k for k, v in QUEUE_DONE.items()}
     return {k: "Success" if names[v["status"]] == "FINISHED" and v.get("result_ref") else names[v["status"]]
             for k, v in ended.items()}
