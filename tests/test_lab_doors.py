@@ -79,6 +79,13 @@ def test_only_two_doors_and_a_private_folder(lab):
         with socket.socket() as s:
             s.settimeout(2)
             assert s.connect_ex((ip, port)) != 0 or (ip, port) in ours_listening, (ip, port)
+    if os.geteuid() == 0:  # and all below that namespace's source ports (read there: nsenter needs root), so no
+        # connection of one part can hold a port another part is about to listen on
+        weed = next(pid for pid in lab_pids(lab) if os.readlink(f"/proc/{pid}/ns/net") != ours)
+        low, _ = map(int, subprocess.run(["nsenter", f"--net=/proc/{weed}/ns/net", "cat",
+                                          "/proc/sys/net/ipv4/ip_local_port_range"],
+                                         capture_output=True, text=True, check=True).stdout.split())
+        assert max(port for _, port in hidden) < low, (sorted(hidden), low)
     # PostgreSQL admits one role, by password, through its socket: no other line
     assert (lab.dir / "postgres" / "data" / "pg_hba.conf").read_text() == "local all ganlab scram-sha-256\n"
     # the folder: nothing for other users (the top folder lets group postgres pass, as root)

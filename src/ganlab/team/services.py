@@ -150,6 +150,11 @@ class Daemon:
 class ObjectStore(Daemon):
     """`weed mini` alone in a network namespace; its S3 gateway's Unix socket is the only way in."""
 
+    # The source ports of connections inside its namespace (the kernel's default, 32768-60999, overlaps the parts'
+    # ports: one part's connection to another once held the filer's gRPC port when the filer came to listen on it,
+    # and `weed mini` exited with "bind: address already in use"). Per namespace, settable there without root.
+    EPHEMERAL = (59000, 65535)
+
     def __init__(self, lab: Lab):
         super().__init__(lab, "seaweedfs")
         self.root = lab.dir / "seaweedfs"
@@ -164,7 +169,9 @@ class ObjectStore(Daemon):
     def ports(self) -> list[str]:
         """Its parts' ports inside its network namespace, this lab's own: SeaweedFS also names Unix sockets after
         them in the host's /tmp (/tmp/seaweedfs-master-grpc-<port>.sock ...), so two labs on one host with the
-        default ports would talk to each other's master and volumes through those sockets."""
+        default ports would talk to each other's master and volumes through those sockets. All below the
+        namespace's ephemeral range (EPHEMERAL): a part's outgoing connection never holds a port another part
+        has yet to listen on."""
         base = 20000 + zlib.crc32(str(self.lab.dir.resolve()).encode()) % 2900 * 10  # 20000..48990; gRPC +10000
         parts = ("master", "volume", "filer", "s3", "admin")
         return [flag for i, part in enumerate(parts)
@@ -178,7 +185,8 @@ class ObjectStore(Daemon):
         netns = ["--net"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--net"]
         origins = ",".join(f"http://{n}:{self.lab.mlflow_port}" for n in self.lab.server_names())
         cmd = [program("unshare", "util-linux's unshare is missing"), *netns, "--",
-               "sh", "-c", 'ip link set lo up && exec "$0" "$@"',  # the namespace's own loopback, for its parts
+               "sh", "-c", 'ip link set lo up && echo "$0" > /proc/sys/net/ipv4/ip_local_port_range && exec "$@"',
+               "%d %d" % self.EPHEMERAL,  # the namespace's own loopback for its parts, and its source ports
                program("weed", SETUP), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-bucket={self.lab.bucket}", "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                "-webdav=false", "-admin.ui=false", "-s3.iam=false",  # no doors we do not use: identities are s3.json's
