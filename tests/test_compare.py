@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from scipy import stats as sps
 
 from helpers import ARTIFACTS, CHROMIUM_ARGS, chromium, run
@@ -64,6 +65,14 @@ def test_seeds_queued_the_dvc_way_are_one_arm(repo):
     values = sorted(v for name in queued for v in per_seed(repo, name))
     assert (row["a"]["n"], row["b"]["n"]) == (2, 3)
     assert row["a"]["mean"] == pytest.approx(sum(values) / 2, abs=1e-4)  # compare rounds to 4 places
+    # each ran in DVC's own copy under .dvc/tmp/exps and logged to the repository's store, named for its experiment
+    client = MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("ganlab").experiment_id])
+            if r.data.params.get("model.loss") == "lsgan"]
+    assert sorted(r.data.params["train.seed"] for r in runs) == ["0", "1"], runs
+    assert sorted(r.data.tags["dvc_exp_name"] for r in runs) == queued and all(r.info.status == "FINISHED" for r in runs)
+    assert all("eval/fid_gaussian" in r.data.metrics for r in runs)  # evaluate@ scored the run train@ logged
+    assert not list((repo / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))  # nothing went to the copies
 
 
 def test_an_experiments_files_read_as_dvc_reads_them(repo):
