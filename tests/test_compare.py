@@ -1,11 +1,13 @@
 """`ganlab compare` on real DVC experiments of the real pipeline (gaussian_2d, a few steps): verdicts that agree
 with scipy run on the per-seed values, `workspace`, the one-seed case with and without the noise-floor study,
-experiments that differ only in train.seed as one arm (queued by DVC's own queue too), a refused evaluator, and the page in Chromium at 1280 px."""
+experiments that differ only in train.seed as one arm (queued by DVC's own queue too), a refused evaluator
+(other params or other classifier weights), and the page in Chromium at 1280 px."""
 
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from scipy import stats as sps
 
@@ -92,6 +94,11 @@ def test_an_experiments_files_read_as_dvc_reads_them(repo):
         for path in paths:  # git-tracked (eval.json, losses.csv, dvc.yaml) and in DVC's cache (pictures, models)
             assert files.read_bytes(rev, path) == fs.read_bytes(str(path)), path
         assert files.read_bytes(rev, seed1.progress / "nope.png") is None and files.listdir(rev, Path("nope")) == []
+        # the evaluator each evaluate@ read: train_classifier's output as the same dvc.lock records it
+        (out,) = [o["md5"] for o in yaml.safe_load(files.read_bytes(rev, Path("dvc.lock")))["stages"]
+                  ["train_classifier"]["outs"] if o["path"] == "models/classifier"]
+        assert files.dep_md5s(rev, "models/classifier") == {f"evaluate@{V}": out}
+        assert files.dep_md5s(None, "models/classifier") == {f"evaluate@{V}": out}  # the workspace (h2): the same
     finally:
         files.close()
 
@@ -134,6 +141,35 @@ def test_a_different_evaluator_is_refused():
         differing(a, b)
     b.exps[0].params["eval.n_samples"] = 100
     assert differing(a, b) == [("model.loss", "bce", "mse")]
+
+
+def test_experiments_scored_by_other_classifier_weights_are_refused(tmp_path):
+    """Same params, other weights (trained on another machine): told apart by the dvc.lock each experiment has."""
+    from ganlab.report.compare import Arm, Exp, Incomparable, same_classifier
+
+    def lock(md5: str) -> str:
+        deps = [{"path": "models/classifier", "md5": md5 + ".dir"}, {"path": "models/mnist_dcgan", "md5": "0" * 32}]
+        return yaml.safe_dump({"schema": "2.0", "stages": {"evaluate@mnist_dcgan": {"deps": deps},
+                                                           "evaluate@gaussian_2d": {"deps": deps[:1]}}})
+    run(["git", "init", "-q"], tmp_path)
+    revs = []
+    for md5 in ("a" * 32, "a" * 32, "b" * 32):
+        (tmp_path / "dvc.lock").write_text(lock(md5))
+        run(["git", "add", "dvc.lock"], tmp_path)
+        run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", md5[0]], tmp_path)
+        revs.append(run(["git", "rev-parse", "HEAD"], tmp_path).stdout.strip())
+    head = {"mnist_dcgan": {"fid": 1.0}}
+    x, y, z = (Exp(n, r, {}, head) for n, r in zip("xyz", revs))
+    same_classifier(Arm("x", [x]), Arm("y", [y]), tmp_path)  # equal weights: compared
+    with pytest.raises(Incomparable, match=r"different classifiers.*mnist_dcgan: models/classifier aaaaaaaaaa in x "
+                                           r"\(x\) against bbbbbbbbbb in z \(z\)"):
+        same_classifier(Arm("x", [x]), Arm("z", [z]), tmp_path)
+    with pytest.raises(Incomparable, match=r"in y \(x\) against bbbbbbbbbb in z \(x\)"):  # within one arm too
+        same_classifier(Arm("x", [y, z]), Arm("w", [x]), tmp_path)
+    z.headline = {"gaussian_2d": {"fid": 1.0}}  # z measured no mnist_dcgan, x no gaussian_2d: nothing to clash
+    same_classifier(Arm("x", [x]), Arm("z", [z]), tmp_path)
+    (tmp_path / "dvc.lock").write_text(lock("a" * 32))  # the workspace's lock
+    same_classifier(Arm("x", [x]), Arm("ws", [Exp("workspace", None, {}, head)]), tmp_path)
 
 
 def test_the_page_fits_a_laptop_in_chromium(repo, tmp_path):

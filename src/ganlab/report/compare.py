@@ -30,6 +30,7 @@ from ganlab.report.exp_files import ExpFiles
 EVALUATOR = ("eval.", "classifier.")  # params that change how a number is measured: such arms are incomparable
 NOT_EVALUATOR = {"eval.device", "classifier.device"}
 NOISE_FLOOR = Path("docs/studies/noise_floor.json")
+CLASSIFIER = "models/classifier"  # the evaluator's weights (train_classifier): one set per comparison
 SEED_KEYS = ("train.seed", "train.seeds")  # the global ones; a variant's own train.seed also differs per seed
 
 
@@ -158,6 +159,30 @@ def differing(a: Arm, b: Arm) -> list[tuple[str, Any, Any]]:
     return diff
 
 
+def same_classifier(a: Arm, b: Arm, repo: Path) -> None:
+    """Refuses arms whose numbers of a variant were measured by different classifier weights: models/classifier
+    (train_classifier's output) as each experiment's dvc.lock records it for `evaluate@<variant>`. Equal
+    classifier.* params do not make equal weights: trained on another machine (another thread count, so another
+    rounding) the same recipe gives another evaluator, which the params cannot show."""
+    seen: dict[str, dict[str, str]] = {}  # variant -> {md5: the first experiment scored with it}
+    for arm in (a, b):
+        for e in arm.exps:
+            for stage, md5 in _files(str(repo)).dep_md5s(e.rev, CLASSIFIER).items():
+                v = stage.partition("@")[2]
+                if stage.startswith("evaluate@") and v in e.headline:
+                    seen.setdefault(v, {}).setdefault(md5, f"{e.name} ({arm.label})")
+    clash = {v: found for v, found in seen.items() if len(found) > 1}
+    if clash:
+        raise Incomparable(
+            "the experiments were scored by different classifiers, so their numbers cannot be compared: " + "; ".join(
+                f"{v}: {CLASSIFIER} " + " against ".join(f"{md5.removesuffix('.dir')[:10]} in {name}"
+                                                        for md5, name in found.items())
+                for v, found in sorted(clash.items()))
+            + f". The same classifier params train other weights on another machine (its thread count rounds "
+            f"differently): score both with one {CLASSIFIER} (train it once and share it, `dvc push` / `dvc pull`), "
+            f"then run their evaluate@ stages again")
+
+
 def noise_floor(path: Path) -> Optional[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -247,6 +272,7 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         a, b = arms(args.experiments, experiments(args.repo, args.all_commits))
         diff = differing(a, b)
+        same_classifier(a, b, args.repo)
         found, notes = rows(a, b, args.repo, noise_floor(args.noise_floor or args.repo / NOISE_FLOOR))
     except Incomparable as err:
         print(f"ganlab compare: error: {err}", file=sys.stderr)

@@ -26,6 +26,7 @@ class ExpFiles:
     def __init__(self, repo: Path):
         self.repo = Path(repo)
         self._locks: dict[str, dict[str, str]] = {}
+        self._stages: dict[str, dict[str, Any]] = {}  # rev ('' the workspace) -> dvc.lock's stages
         self._cache: Optional[Path] = None
         self._batch: Optional[subprocess.Popen] = None
 
@@ -87,12 +88,29 @@ class ExpFiles:
         return sorted(proc.stdout.split("\n")[:-1]) if proc.returncode == 0 else []
 
     # ------------------------------------------------------------------------------------------- DVC's cache
+    def dep_md5s(self, rev: Optional[str], dep: str) -> dict[str, str]:
+        """{stage: md5} of `dep` for every stage of the experiment's dvc.lock that depends on it (rev None: the
+        workspace's dvc.lock)."""
+        return {name: d["md5"] for name, st in self._lock(rev).items()
+                for d in st.get("deps") or [] if d.get("path") == dep and d.get("md5")}
+
+    def _lock(self, rev: Optional[str]) -> dict[str, Any]:
+        """The stages of the experiment's dvc.lock (rev None: the workspace's), parsed once."""
+        key = rev or ""
+        if key not in self._stages:
+            if rev is None:
+                p = self.repo / "dvc.lock"
+                raw = p.read_bytes() if p.is_file() else None
+            else:
+                raw = self._git(rev, Path("dvc.lock"))
+            doc = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if raw else None
+            self._stages[key] = (doc or {}).get("stages") or {}
+        return self._stages[key]
+
     def _outs(self, rev: str) -> dict[str, str]:
         """{output path: md5 (a `.dir` hash for a folder)} from the commit's dvc.lock."""
         if rev not in self._locks:
-            raw = self._git(rev, Path("dvc.lock"))
-            doc = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if raw else None
-            self._locks[rev] = {o["path"]: o["md5"] for st in ((doc or {}).get("stages") or {}).values()
+            self._locks[rev] = {o["path"]: o["md5"] for st in self._lock(rev).values()
                                 for o in st.get("outs") or [] if o.get("md5")}
         return self._locks[rev]
 
