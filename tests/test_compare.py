@@ -145,7 +145,7 @@ def test_a_different_evaluator_is_refused():
 
 def test_experiments_scored_by_other_classifier_weights_are_refused(tmp_path):
     """Same params, other weights (trained on another machine): told apart by the dvc.lock each experiment has."""
-    from ganlab.report.compare import Arm, Exp, Incomparable, same_classifier
+    from ganlab.report.compare import Arm, Exp, Incomparable, _files, same_classifier
 
     def lock(md5: str) -> str:
         deps = [{"path": "models/classifier", "md5": md5 + ".dir"}, {"path": "models/mnist_dcgan", "md5": "0" * 32}]
@@ -160,16 +160,19 @@ def test_experiments_scored_by_other_classifier_weights_are_refused(tmp_path):
         revs.append(run(["git", "rev-parse", "HEAD"], tmp_path).stdout.strip())
     head = {"mnist_dcgan": {"fid": 1.0}}
     x, y, z = (Exp(n, r, {}, head) for n, r in zip("xyz", revs))
-    same_classifier(Arm("x", [x]), Arm("y", [y]), tmp_path)  # equal weights: compared
-    with pytest.raises(Incomparable, match=r"different classifiers.*mnist_dcgan: models/classifier aaaaaaaaaa in x "
-                                           r"\(x\) against bbbbbbbbbb in z \(z\)"):
+    try:
+        same_classifier(Arm("x", [x]), Arm("y", [y]), tmp_path)  # equal weights: compared
+        with pytest.raises(Incomparable, match=r"different classifiers.*mnist_dcgan: models/classifier aaaaaaaaaa "
+                                               r"in x \(x\) against bbbbbbbbbb in z \(z\)"):
+            same_classifier(Arm("x", [x]), Arm("z", [z]), tmp_path)
+        with pytest.raises(Incomparable, match=r"in y \(x\) against bbbbbbbbbb in z \(x\)"):  # within one arm too
+            same_classifier(Arm("x", [y, z]), Arm("w", [x]), tmp_path)
+        z.headline = {"gaussian_2d": {"fid": 1.0}}  # z measured no mnist_dcgan, x no gaussian_2d: nothing to clash
         same_classifier(Arm("x", [x]), Arm("z", [z]), tmp_path)
-    with pytest.raises(Incomparable, match=r"in y \(x\) against bbbbbbbbbb in z \(x\)"):  # within one arm too
-        same_classifier(Arm("x", [y, z]), Arm("w", [x]), tmp_path)
-    z.headline = {"gaussian_2d": {"fid": 1.0}}  # z measured no mnist_dcgan, x no gaussian_2d: nothing to clash
-    same_classifier(Arm("x", [x]), Arm("z", [z]), tmp_path)
-    (tmp_path / "dvc.lock").write_text(lock("a" * 32))  # the workspace's lock
-    same_classifier(Arm("x", [x]), Arm("ws", [Exp("workspace", None, {}, head)]), tmp_path)
+        (tmp_path / "dvc.lock").write_text(lock("a" * 32))  # the workspace's lock
+        same_classifier(Arm("x", [x]), Arm("ws", [Exp("workspace", None, {}, head)]), tmp_path)
+    finally:
+        _files(str(tmp_path)).close()  # its `git cat-file --batch`, as `ganlab compare` closes it
 
 
 def test_the_page_fits_a_laptop_in_chromium(repo, tmp_path):

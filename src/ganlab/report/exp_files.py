@@ -98,11 +98,7 @@ class ExpFiles:
         """The stages of the experiment's dvc.lock (rev None: the workspace's), parsed once."""
         key = rev or ""
         if key not in self._stages:
-            if rev is None:
-                p = self.repo / "dvc.lock"
-                raw = p.read_bytes() if p.is_file() else None
-            else:
-                raw = self._git(rev, Path("dvc.lock"))
+            raw = self._git(rev, Path("dvc.lock")) if rev else self.read_bytes(None, Path("dvc.lock"))
             doc = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if raw else None
             self._stages[key] = (doc or {}).get("stages") or {}
         return self._stages[key]
