@@ -33,6 +33,7 @@ from ganlab.team.lab_config import (ADMIN_USER, PG_USER, START_TIMEOUT, Lab, Lab
                                     port_free, private_dir, program, start_time, tail, wait, write_private)
 
 PROBE = ".ganlab-lab-ready"  # written and deleted once per start
+PROBE_WAIT = 120.0  # seconds a probe's put or delete is waited for (a gateway that is not up refuses at once)
 SETUP = "run `make setup` (the Python packages) and `make services` (Debian's postgresql and socat)"
 
 
@@ -216,8 +217,11 @@ class Relay(Daemon):
 
         s3 = boto3.client("s3", endpoint_url=self.lab.s3_endpoint, aws_access_key_id=access,
                           aws_secret_access_key=secret, region_name="us-east-1",
-                          config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5))
-        try:  # ready to write, not only to answer: right after a start the volumes may not take data yet
+                          config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=PROBE_WAIT))
+        # Ready to write, not only to answer: right after a start the volumes may not take data yet. A put is
+        # waited for, never abandoned: one given up on after a few seconds could still land after a later try's
+        # delete and leave the probe in the bucket (seen once, on a loaded machine, in a restarted lab's listing).
+        try:
             s3.put_object(Bucket=self.lab.bucket, Key=PROBE, Body=b"ready")
             s3.delete_object(Bucket=self.lab.bucket, Key=PROBE)
             return True
