@@ -212,6 +212,17 @@ def test_the_committed_noise_floor_answers_in_the_metrics_compare_shows():
         assert set(arm) & set(LOWER_IS_BETTER), f"{variant}: no metric compare shows"
 
 
+def test_a_one_seed_noise_floor_says_its_spread_is_unknown():
+    """A variant with one seed in the study (a slow one, its first seed committed) has no spread to show: the text
+    says so instead of "sd 0"; two seeds give the sample sd."""
+    from ganlab.report.compare import floor_of
+
+    one = floor_of({"mnist_conv": {"fid": [41.5], "seeds": [0]}}, "mnist_conv", "fid")
+    assert one["n"] == 1 and one["sd"] is None and "sd" not in one["text"] and "spread is unknown" in one["text"]
+    two = floor_of({"mnist_conv": {"fid": [40.0, 44.0], "seeds": [0, 1]}}, "mnist_conv", "fid")
+    assert two["n"] == 2 and abs(two["sd"] - 2.8284) < 1e-3 and "40 to 44 over 2 seeds (sd 2.83)" in two["text"]
+
+
 def test_the_committed_studies_are_what_their_runs_give(tmp_path):
     """docs/studies/noise_floor.json, losses.json and losses_verdicts.json are docs/studies/losses.py's output for
     the committed runs (docs/studies/runs): a run added without regenerating them, or a hand edit, fails here; and

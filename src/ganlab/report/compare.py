@@ -217,9 +217,12 @@ def floor_of(floor: Optional[dict[str, Any]], variant: str, metric: str) -> dict
     if not values:
         return {"text": f"the noise-floor study has no {metric} for {variant}"}
     v = np.asarray(values, dtype=float)
-    return {"sd": float(v.std(ddof=1)) if len(v) > 1 else None, "lo": float(v.min()), "hi": float(v.max()),
-            "n": len(v), "text": f"seed spread alone: {v.min():.4g} to {v.max():.4g} over {len(v)} seeds "
-                                 f"(sd {v.std(ddof=1) if len(v) > 1 else 0:.3g})"}
+    if len(v) == 1:  # one value has no spread: saying "sd 0" would read as "seeds do not matter here"
+        return {"sd": None, "lo": float(v[0]), "hi": float(v[0]), "n": 1,
+                "text": f"the noise-floor study has one seed of {variant} ({metric} {v[0]:.4g}), so its seed spread "
+                        f"is unknown"}
+    return {"sd": float(v.std(ddof=1)), "lo": float(v.min()), "hi": float(v.max()), "n": len(v),
+            "text": f"seed spread alone: {v.min():.4g} to {v.max():.4g} over {len(v)} seeds (sd {v.std(ddof=1):.3g})"}
 
 
 def as_json(found: list[dict]) -> dict[str, Any]:
